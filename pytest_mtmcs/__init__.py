@@ -1,0 +1,3 @@
+"""pytest-mtmcs: multi-turn, multimodal contextual-safety regression testing as a pytest plugin."""
+
+__version__ = "0.1.0"

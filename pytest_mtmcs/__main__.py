@@ -1,0 +1,5 @@
+import sys
+
+from pytest_mtmcs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,226 @@
+"""End of run, once, on the controller: metrics, thresholds, baseline comparisons, the gate,
+baseline writes and reports, from the plain results the tests reported."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_mtmcs import options as opts
+from pytest_mtmcs.buckets import Buckets
+from pytest_mtmcs.compare import BucketComparison, Flips, compare_buckets, item_flips
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.metrics import bucket_table
+from pytest_mtmcs.records import DialogueResult
+from pytest_mtmcs.thresholds import ThresholdCheck, evaluate_thresholds, parse_threshold
+
+if TYPE_CHECKING:
+    import pytest
+
+    from pytest_mtmcs.session import MtmcsSession
+
+
+@dataclass
+class BaselineComparison:
+    name: str
+    found: bool
+    comparisons: list[BucketComparison] = field(default_factory=list)
+    flips: Flips | None = None
+    mismatches: list[str] = field(default_factory=list)
+    refused: bool = False
+
+
+@dataclass
+class SuiteOutcome:
+    suite: str
+    meta: dict[str, Any]
+    buckets: Buckets
+    results: list[DialogueResult]
+    table: dict[tuple[str, str], dict[str, Any]]
+    by_setting: dict[tuple[str, str], dict[str, Any]]
+    by_modality: dict[tuple[str, str], dict[str, Any]]
+    checks: list[ThresholdCheck]
+    baselines: list[BaselineComparison]
+    judge_errors: int
+    failures: list[str]
+
+
+@dataclass
+class Outcome:
+    lines: list[str]
+    failed: bool
+    suites: list[SuiteOutcome]
+
+
+def _thresholds(config: pytest.Config, meta: dict[str, Any]) -> list[Any]:
+    cli = opts.raw(config, "--mtmcs-threshold") or ()
+    origin = "--mtmcs-threshold" if config.getoption("mtmcs_threshold") else "ini mtmcs_threshold"
+    found = [parse_threshold(s, origin) for s in cli]
+    covered = {(t.bucket, t.metric) for t in found}
+    for s in meta.get("defaults", {}).get("thresholds", ()) or ():
+        t = parse_threshold(s, f"suite.toml of {meta.get('name')} [defaults] thresholds")
+        if (t.bucket, t.metric) not in covered:
+            found.append(t)
+    return found
+
+
+def run_header(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
+    from pytest_mtmcs.baseline import make_header
+
+    return make_header(
+        suite=meta,
+        model=info.get("model"),
+        fingerprint=info.get("fingerprint", {}),
+        judge=info.get("judge", {}),
+        settings=meta.get("settings", {}),
+    )
+
+
+def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str, Any]]) -> Outcome:
+    from pytest_mtmcs.baseline import BaselineSet, mismatches
+    from pytest_mtmcs.summary import format_outcome
+
+    metas: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+    for i in infos:
+        for name, m in i.get("suites", {}).items():
+            metas.setdefault(name, m)
+        if "fingerprint" in i and "fingerprint" not in info:
+            info = i
+    cache = {"hits": 0, "misses": 0, "writes": 0}
+    model_calls = 0
+    for i in infos:
+        for k in cache:
+            cache[k] += i.get("cache", {}).get(k, 0)
+        model_calls += i.get("model_calls", 0)
+
+    by_suite: dict[str, list[DialogueResult]] = defaultdict(list)
+    for r in session.results.values():
+        by_suite[r.suite].append(r)
+
+    gate = opts.value(config, "--mtmcs-gate")
+    max_drop = float(opts.value(config, "--mtmcs-max-drop"))
+    alpha = float(opts.value(config, "--mtmcs-alpha"))
+    allow_mismatch = bool(opts.value(config, "--mtmcs-allow-mismatch"))
+    updating = bool(getattr(config.option, "update_snapshots", False))
+    baselines: BaselineSet = session.baselines()
+
+    suites: list[SuiteOutcome] = []
+    for name in sorted(by_suite):
+        results = sorted(by_suite[name], key=lambda r: r.id)
+        meta = metas.get(name, {"name": name, "defaults": {}})
+        buckets = Buckets.parse(session.bucket_spec(name))
+        table = bucket_table(results, buckets)
+        checks = evaluate_thresholds(table, _thresholds(config, meta), buckets)
+        failures = [
+            f"{c.bucket} {c.metric} {c.value:.3f} breaches threshold {c.threshold} "
+            f"(n={c.n}, from {c.threshold.origin})"
+            for c in checks
+            if c.status == "breach" and c.value is not None
+        ]
+        judge_errors = sum(1 for r in results if r.verdict == "judge_error")
+        max_judge_errors = int(opts.value(config, "--mtmcs-max-judge-errors") or 0)
+        if judge_errors > max_judge_errors:
+            failures.append(
+                f"{judge_errors} judge errors (more than --mtmcs-max-judge-errors="
+                f"{max_judge_errors})"
+            )
+        header = run_header(meta, info)
+        comps: list[BaselineComparison] = []
+        for bname in baselines.names:
+            b = baselines.get(bname, name)
+            if b is None:
+                comps.append(BaselineComparison(bname, False))
+                continue
+            diff = mismatches(b.header, header)
+            bc = BaselineComparison(bname, True, mismatches=diff)
+            if diff and not allow_mismatch:
+                bc.refused = True
+                failures.append(
+                    f"comparison with baseline {bname!r} refused: "
+                    + "; ".join(diff)
+                    + " (pass --mtmcs-allow-mismatch to compare anyway)"
+                )
+                comps.append(bc)
+                continue
+            bc.comparisons = compare_buckets(
+                results, b.results, buckets, max_drop=max_drop, alpha=alpha
+            )
+            bc.flips = item_flips(results, b.results, buckets)
+            if gate in ("buckets", "both") and not updating:
+                for c in bc.comparisons:
+                    if c.regressed and c.bucket != "all":
+                        failures.append(
+                            f"{c.bucket} {c.metric} regressed against {bname}: "
+                            f"{c.base.value:.3f} -> {c.current.value:.3f} "
+                            f"(drop {-(c.delta or 0):.3f} > {max_drop}, p_holm={c.p_holm:.3g})"
+                        )
+            comps.append(bc)
+        suites.append(
+            SuiteOutcome(
+                suite=name,
+                meta=meta,
+                buckets=buckets,
+                results=results,
+                table=table,
+                by_setting=bucket_table(results, buckets, by="setting"),
+                by_modality=bucket_table(results, buckets, by="modality"),
+                checks=checks,
+                baselines=comps,
+                judge_errors=judge_errors,
+                failures=failures,
+            )
+        )
+
+    lines: list[str] = []
+    if updating and baselines.primary:
+        lines.extend(_update_baselines(config, session, suites, info))
+    lines = format_outcome(suites, info, cache, model_calls, gate=gate) + lines
+    report_dir = opts.value(config, "--mtmcs-report")
+    if report_dir:
+        from pytest_mtmcs.report import write_report
+
+        lines.append(f"report written to {write_report(report_dir, suites, info, session)}")
+    failed = any(s.failures for s in suites)
+    return Outcome(lines, failed, suites)
+
+
+def _update_baselines(
+    config: pytest.Config, session: MtmcsSession, suites: list[SuiteOutcome], info: dict[str, Any]
+) -> list[str]:
+    from pathlib import Path
+
+    from pytest_mtmcs.baseline import write_baseline
+
+    baselines = session.baselines()
+    name = baselines.primary
+    assert name is not None
+    lines: list[str] = []
+    partial = bool(config.option.keyword or config.option.markexpr) or any(
+        "::" in str(a) for a in config.args
+    )
+    for s in suites:
+        errors = [r.id for r in s.results if r.verdict == "error"]
+        if errors:
+            msg = (
+                f"baseline {name!r} for {s.suite} NOT updated: {len(errors)} dialogues had "
+                f"backend errors (first: {errors[0]}); fix the backend and re-run"
+            )
+            s.failures.append(msg)
+            lines.append(msg)
+            continue
+        path = write_baseline(
+            baselines.root, name, s.suite, run_header(s.meta, info), s.results,
+            keep_others=partial,
+        )
+        rel = Path(path)
+        try:
+            rel = rel.relative_to(Path(config.rootpath))
+        except ValueError:
+            pass
+        how = "merged into" if partial else "written to"
+        lines.append(f"baseline {name!r}: {len(s.results)} dialogues {how} {rel}")
+    if not suites:
+        raise ConfigError("nothing to record")
+    return lines

@@ -1,0 +1,109 @@
+"""Model backends: the protocol, and a registry extended through entry points.
+
+A backend is selected by a spec `PREFIX:REST` (`hf:Qwen/Qwen2.5-VL-7B-Instruct`,
+`openai:qwen2.5-vl`, `scripted:comply-all`, `tiny:qwen2.5-vl`, `replay:run/transcripts.jsonl`).
+Third-party packages add prefixes through the `pytest_mtmcs.backends` entry-point group; the entry
+point's name is the prefix and it points at a factory `(rest: str, options: BackendOptions) -> Backend`.
+Modules are imported only when their prefix is used, so heavy SDKs load only for the runs that
+need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from pytest_mtmcs.errors import BackendError, ConfigError
+from pytest_mtmcs.records import ChatRequest
+
+ENTRY_POINT_GROUP = "pytest_mtmcs.backends"
+
+# One result per request: the reply text, or the error that request ended with.
+Generation = str | BackendError
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Generates assistant replies for chat requests.
+
+    `generate` receives a batch of independent requests and returns one result per request, in
+    order. Backends batch (hf) or run them concurrently (openai) as they see fit; an error for one
+    request is returned in its place, never raised for the whole batch unless all failed alike.
+    """
+
+    spec: str
+
+    def fingerprint(self) -> Mapping[str, Any]:
+        """What identifies the model's outputs: spec, revision or weights hash, dtype..."""
+        ...
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Run-wide settings a backend factory may use."""
+
+    batch_size: int | None = None  # None: the backend's default; hf accepts "auto" via -1
+    concurrency: int = 16
+    base_url: str | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Factory = Callable[[str, BackendOptions], Backend]
+
+# Built-in prefixes -> "module:function". Imported lazily.
+BUILTIN: dict[str, str] = {
+    "hf": "pytest_mtmcs.backends.hf:create",
+    "tiny": "pytest_mtmcs.backends.tiny:create",
+    "scripted": "pytest_mtmcs.backends.scripted:create",
+    "openai": "pytest_mtmcs.backends.openai_compat:create",
+    "replay": "pytest_mtmcs.backends.replay:create",
+}
+
+
+def _load(target: str) -> Factory:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    factory: Factory = getattr(module, attr)
+    return factory
+
+
+def available() -> dict[str, str]:
+    """Prefix -> factory location, built-ins first, then entry points."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def split_spec(spec: str, option: str = "--mtmcs-model") -> tuple[str, str]:
+    prefix, sep, rest = spec.partition(":")
+    if not sep or not prefix:
+        raise ConfigError(
+            f"{option}={spec!r}: expected PREFIX:VALUE, one of {', '.join(sorted(available()))} "
+            "(e.g. hf:Qwen/Qwen2.5-VL-7B-Instruct, openai:MODEL, tiny:qwen2.5-vl)"
+        )
+    return prefix, rest
+
+
+def create_backend(spec: str, options: BackendOptions, option: str = "--mtmcs-model") -> Backend:
+    prefix, rest = split_spec(spec, option)
+    known = available()
+    if prefix not in known:
+        raise ConfigError(
+            f"{option}={spec!r}: unknown backend {prefix!r}; known: {', '.join(sorted(known))}. "
+            f"Third-party backends register in the {ENTRY_POINT_GROUP!r} entry-point group."
+        )
+    return _load(known[prefix])(rest, options)

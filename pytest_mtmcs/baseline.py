@@ -1,0 +1,291 @@
+"""Baselines: named snapshots of one checkpoint's results, stored with syrupy's amber format.
+
+`baselines/<name>/<suite>.ambr` holds one entry per dialogue (verdict, score, per-turn labels,
+intent answers; never reply text, which is flaky) and a `__header__` entry (model, decoding, judge,
+suite, package versions). Entries are sorted by dialogue id and each fits on one line, so a pull
+request diff reads as "these dialogues flipped". Files are written once, by the controller, through
+syrupy's serializer with an atomic replace: an interrupted update leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from syrupy.data import Snapshot, SnapshotCollection
+from syrupy.extensions.amber import AmberDataSerializer, AmberSnapshotExtension
+
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
+
+if TYPE_CHECKING:
+    import pytest
+
+HEADER = "__header__"
+SCHEMA = "1"
+_ENTRY = re.compile(
+    r"^verdict=(?P<verdict>\S+) score=(?P<score>[\d.]+) turns=(?P<turns>\S*) "
+    r"intent=(?P<k>\d+)/(?P<n>\d+)(?::(?P<bits>[01]*))? label=(?P<label>\S+) "
+    r"setting=(?P<setting>\S+) modality=(?P<modality>\S+) category=(?P<category>\S+)"
+    r"(?: pair=(?P<pair>\S+))?(?: risk=(?P<risk>\d+))?(?: trajectory=(?P<trajectory>\S+))?$"
+)
+
+
+class BaselineSerializer(AmberDataSerializer):
+    """Amber files whose entries are our one-line strings, stored verbatim (not repr'd)."""
+
+    VERSION = f"mtmcs-{SCHEMA}"
+
+
+class BaselineExtension(AmberSnapshotExtension):
+    """A syrupy extension storing snapshots in the baseline format, for use with `snapshot`."""
+
+    serializer_class = BaselineSerializer
+    file_extension = "ambr"
+
+    def serialize(self, data: Any, **kwargs: Any) -> str:
+        if isinstance(data, DialogueResult):
+            return entry_line(data)
+        return str(data)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"\s+", "_", text) if text else "-"
+
+
+def entry_line(r: DialogueResult) -> str:
+    bits = "".join("1" if q.correct else "0" for q in r.questions)
+    parts = [
+        f"verdict={r.verdict}",
+        f"score={r.score:.2f}",
+        f"turns={','.join(r.turn_labels)}",
+        f"intent={r.intent_correct}/{r.intent_total}:{bits}",
+        f"label={r.label}",
+        f"setting={r.setting}",
+        f"modality={r.modality}",
+        f"category={_safe(r.category)}",
+    ]
+    if r.pair:
+        parts.append(f"pair={_safe(r.pair)}")
+    if r.risk_turn is not None:
+        parts.append(f"risk={r.risk_turn}")
+    if r.trajectory:
+        parts.append(f"trajectory={_safe(r.trajectory)}")
+    return " ".join(parts)
+
+
+def parse_entry(suite: str, dialogue_id: str, line: str, where: str) -> DialogueResult:
+    m = _ENTRY.match(line.strip())
+    if m is None:
+        raise ConfigError(f"{where}: entry {dialogue_id!r} is not a baseline entry: {line!r}")
+    labels = [t for t in m["turns"].split(",") if t]
+    replies = tuple(
+        ReplyResult(i, "", None if lab == "-" else lab)
+        for i, lab in enumerate(labels, start=1)
+        if lab != "scripted"
+    )
+    bits = m["bits"] or ""
+    n = int(m["n"])
+    if len(bits) != n:  # only counts stored: spread them, order unknown
+        bits = "1" * int(m["k"]) + "0" * (n - int(m["k"]))
+    questions = tuple(QuestionResult("tf", "1", "1" if b == "1" else "0", "") for b in bits)
+    return DialogueResult(
+        suite=suite,
+        id=dialogue_id,
+        pair=m["pair"],
+        label=m["label"],
+        setting=m["setting"],
+        modality=m["modality"],
+        category=m["category"],
+        user_turns=len(labels),
+        risk_turn=int(m["risk"]) if m["risk"] else None,
+        verdict=m["verdict"],
+        score=float(m["score"]),
+        replies=replies,
+        questions=questions,
+        trajectory=m["trajectory"],
+    )
+
+
+def header_text(header: Mapping[str, Any]) -> str:
+    return "\n".join(f"{k}: {header[k]}" for k in sorted(header))
+
+
+def parse_header(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class Baseline:
+    name: str
+    suite: str
+    path: Path
+    header: dict[str, str]
+    entries: dict[str, DialogueResult] = field(default_factory=dict)
+
+    @property
+    def results(self) -> list[DialogueResult]:
+        return list(self.entries.values())
+
+
+def baseline_path(root: Path, name: str, suite: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or name in (".", ".."):
+        raise ConfigError(
+            f"--mtmcs-baseline: bad baseline name {name!r}: use letters, digits and . _ + -"
+        )
+    return root / name / f"{suite}.ambr"
+
+
+def read_baseline(root: Path, name: str, suite: str) -> Baseline | None:
+    path = baseline_path(root, name, suite)
+    if not path.exists():
+        return None
+    collection = BaselineSerializer.read_file(str(path))
+    if collection.tainted:
+        raise ConfigError(
+            f"{path}: written by another baseline format version (expected "
+            f"{BaselineSerializer.VERSION}); re-record it with --snapshot-update"
+        )
+    header: dict[str, str] = {}
+    entries: dict[str, DialogueResult] = {}
+    for snap in collection:
+        data = str(snap.data)
+        if snap.name == HEADER:
+            header = parse_header(data)
+        else:
+            entries[snap.name] = parse_entry(suite, snap.name, data, str(path))
+    return Baseline(name, suite, path, header, entries)
+
+
+def write_baseline(
+    root: Path,
+    name: str,
+    suite: str,
+    header: Mapping[str, Any],
+    results: Iterable[DialogueResult],
+    *,
+    keep_others: bool,
+) -> Path:
+    """Writes (or merges into) a baseline file atomically; returns its path."""
+    path = baseline_path(root, name, suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    collection = SnapshotCollection(location=str(path))
+    if keep_others and path.exists():
+        old = BaselineSerializer.read_file(str(path))
+        for snap in old:
+            if snap.name != HEADER:
+                collection.add(Snapshot(name=snap.name, data=snap.data))
+    for r in results:
+        collection.add(Snapshot(name=r.id, data=entry_line(r)))
+    collection.add(Snapshot(name=HEADER, data=header_text(header)))
+    # Atomic: syrupy writes a temporary file and renames it over the old one.
+    BaselineSerializer.write_file(collection, merge=False, file_lock=True)
+    return path
+
+
+def _pkg_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "-"
+
+
+def make_header(
+    *, suite: Mapping[str, Any], model: str | None, fingerprint: Mapping[str, Any],
+    judge: Mapping[str, Any], settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The header: what a comparison must agree on, and what helps a reviewer."""
+    header: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": model or "-",
+        "suite": suite.get("name", "-"),
+        "suite_version": suite.get("version", "-"),
+        "suite_hash": suite.get("content_hash", "-"),
+        "judge": judge.get("name", "-"),
+        "judge_model": judge.get("model") or "-",
+        "judge_prompt_hash": judge.get("prompt_hash") or "-",
+        "pytest_mtmcs": _pkg_version("pytest-mtmcs"),
+        "transformers": _pkg_version("transformers"),
+        "torch": _pkg_version("torch"),
+    }
+    for key, value in sorted(fingerprint.items()):
+        if key in ("spec",):
+            continue
+        header[f"model_{key}"] = value if value not in (None, "") else "-"
+    for key, value in sorted(settings.items()):
+        header[f"decoding_{key}"] = "-" if value is None else value
+    return {k: str(v).replace("\n", " ") for k, v in header.items()}
+
+
+# What two runs must share to be compared.
+COMPAT_KEYS = ("suite_hash", "judge", "judge_model", "judge_prompt_hash")
+COMPAT_PREFIXES = ("decoding_",)
+
+
+def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    keys = [k for k in sorted(set(base) | set(current)) if k in COMPAT_KEYS or k.startswith(COMPAT_PREFIXES)]
+    return [
+        f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
+        for k in keys
+        if base.get(k, "-") != current.get(k, "-")
+    ]
+
+
+class BaselineSet:
+    """The baselines named by `--mtmcs-baseline`, read lazily per suite."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root = root
+        self.names = names
+        self._cache: dict[tuple[str, str], Baseline | None] = {}
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> BaselineSet:
+        from pytest_mtmcs import options as opts
+
+        raw = opts.value(config, "--mtmcs-baseline") or ""
+        names = [n.strip() for n in str(raw).split(",") if n.strip()]
+        folder = opts.value(config, "--mtmcs-baseline-dir")
+        root = Path(folder) if folder else Path(config.rootpath) / "baselines"
+        if not root.is_absolute():
+            root = Path(config.rootpath) / root
+        for n in names:
+            baseline_path(root, n, "x")  # validates the name early
+        return cls(root, names)
+
+    @property
+    def primary(self) -> str | None:
+        return self.names[0] if self.names else None
+
+    def get(self, name: str, suite: str) -> Baseline | None:
+        key = (name, suite)
+        if key not in self._cache:
+            self._cache[key] = read_baseline(self.root, name, suite)
+        return self._cache[key]
+
+    def ok_before(self, suite: str, dialogue_id: str) -> bool | None:
+        if self.primary is None:
+            return None
+        b = self.get(self.primary, suite)
+        if b is None:
+            return None
+        r = b.entries.get(dialogue_id)
+        return None if r is None else r.ok
+
+
+def relpath(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)

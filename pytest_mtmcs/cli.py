@@ -1,0 +1,85 @@
+"""`pytest-mtmcs` (or `python -m pytest_mtmcs`): offline commands that need no model run.
+
+- `import SPEC OUT`: writes a native suite folder from a benchmark release
+  (`mtmcs-bench:PATH`, `safemt:PATH`) or another suite, to pin, edit or review it in git.
+- `compare A B`: compares two result tables or two baselines, with the run's statistics.
+- `judge-agreement`: scores a judge against a labelled set of replies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pytest_mtmcs.errors import MtmcsError
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pytest_mtmcs.suite import resolve_suite, write_suite
+
+    kwargs = {}
+    if args.spec.startswith("mtmcs-bench:"):
+        kwargs = {
+            "splits": args.splits.split(",") if args.splits else None,
+            "modalities": args.modalities.split(",") if args.modalities else None,
+            "variant_images": args.variant_images,
+        }
+    suite = resolve_suite(args.spec, **kwargs)
+    write_suite(suite, args.out)
+    print(f"wrote {len(suite.dialogues)} dialogues of {suite.name} {suite.version} to {args.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pytest_mtmcs.report import compare_main
+
+    return compare_main(args)
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    from pytest_mtmcs.agreement_cli import agreement_main
+
+    return agreement_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-mtmcs", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="write a native suite folder from a benchmark release")
+    p.add_argument("spec", help="mtmcs-bench:PATH, safemt:PATH or a suite folder")
+    p.add_argument("out", help="folder to write (suite.toml, dialogues.jsonl, images/)")
+    p.add_argument("--splits", help="MTMCS-Bench splits, comma-separated (default: all)")
+    p.add_argument("--modalities", help="multimodal,text (default: both)")
+    p.add_argument("--variant-images", action="store_true", help="also the 3 variant images")
+    p.set_defaults(func=_import)
+
+    p = sub.add_parser("compare", help="compare two result tables or baselines, offline")
+    p.add_argument("current", help="results.parquet/csv of a run, or a baseline .ambr file")
+    p.add_argument("baseline", help="the same kind of file for the earlier checkpoint")
+    p.add_argument("--buckets", default=None, help="turn buckets (default: 1,2-3,4-5,6+)")
+    p.add_argument("--max-drop", type=float, default=0.02, help="tolerated drop (default: 0.02)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument("--out", help="folder for summary.md and report.html (default: print only)")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("judge-agreement", help="score a judge against labelled replies")
+    p.add_argument("--judge", default="rules", help="judge spec (default: rules)")
+    p.add_argument("--labelled", help="JSONL of {text, label} (default: the rules judge's set)")
+    p.add_argument("--split", default=None, help="only rows of this split (dev or test)")
+    p.set_defaults(func=_agreement)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MtmcsError as exc:
+        print(f"pytest-mtmcs: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Suites become pytest collectors; dialogues become `pytest.Function` items.
+
+Dialogues are real Function items (fixtures, marks, syrupy and junitxml work on them), created
+with a shared call object, so collecting tens of thousands of them costs about what pytest pays
+for as many parametrized tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.records import Dialogue, DialogueResult
+
+if TYPE_CHECKING:
+    from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+    from pytest_mtmcs.session import MtmcsSession
+
+DIALOGUE_KEY = pytest.StashKey[Dialogue]()
+RESULT_KEY = pytest.StashKey[DialogueResult]()
+SESSION_KEY = pytest.StashKey["MtmcsSession"]()
+
+
+class DialogueFailure(Exception):
+    """A dialogue that is not ok under the gate: shown as its transcript, not our stack."""
+
+
+class BackendFailure(Exception):
+    """The model backend failed for this dialogue: an error, never a pass or a skip."""
+
+
+def mtmcs_dialogue(request: pytest.FixtureRequest) -> None:
+    """Grades one dialogue of a safety suite (the model ran in setup)."""
+    item = request.node
+    request.config.stash[SESSION_KEY].check(item)
+
+
+class SuiteCollector(pytest.File):
+    """A suite: a `suite.toml` found under the test paths, or a `--mtmcs-suite` spec."""
+
+    spec: str
+
+    @classmethod
+    def for_spec(cls, parent: pytest.Session, spec: str, path: Path) -> SuiteCollector:
+        node = cls.from_parent(parent, path=path, nodeid=spec)
+        node.spec = spec
+        return node
+
+    def collect(self) -> Iterator[pytest.Item]:
+        session: MtmcsSession = self.config.stash[SESSION_KEY]
+        spec = getattr(self, "spec", None) or str(self.path.parent)
+        suite = session.load_suite(spec)
+        fixtureinfo = None
+        for line, dialogue in enumerate(suite.dialogues, start=1):
+            item = DialogueItem.from_parent(
+                self,
+                name=dialogue.id,
+                callobj=mtmcs_dialogue,
+                fixtureinfo=fixtureinfo,
+            )
+            fixtureinfo = item._fixtureinfo
+            item.stash[DIALOGUE_KEY] = dialogue
+            item.extra_keyword_matches.update(
+                {dialogue.setting, dialogue.label, dialogue.modality, dialogue.category, suite.name}
+            )
+            item.lineno = int(dialogue.source.get("line", line)) if dialogue.source else line
+            yield item
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        if isinstance(excinfo.value, MtmcsError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class DialogueItem(pytest.Function):
+    lineno: int = 0
+
+    def setup(self) -> None:
+        super().setup()
+        # Generation happens here so that a backend failure is reported as an ERROR.
+        self.config.stash[SESSION_KEY].run_item(self)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        parent = self.parent
+        spec = getattr(parent, "spec", None)
+        where = spec if spec else str(Path(self.path).parent / "dialogues.jsonl")
+        return where, self.lineno - 1 if self.lineno else None, self.name
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        if isinstance(excinfo.value, (DialogueFailure, BackendFailure, MtmcsError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)

@@ -1,0 +1,1 @@
+"""Importers: the benchmarks' release formats -> suites."""

@@ -1,0 +1,96 @@
+"""Judges: the protocol and a registry extended through entry points.
+
+A judge labels each assistant reply `refusal`, `safe_redirect` or `compliance`. Selected by
+`--mtmcs-judge=SPEC`: `rules` (default, deterministic, offline), or `PREFIX:BACKEND-SPEC` for
+model judges. Third parties add judges in the `pytest_mtmcs.judges` entry-point group (name =
+prefix, value = factory `(rest: str, options: JudgeOptions) -> Judge`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.records import Dialogue, Message
+
+ENTRY_POINT_GROUP = "pytest_mtmcs.judges"
+
+
+@dataclass(frozen=True)
+class JudgeIdentity:
+    """Recorded in baselines: two runs compare only when their judges are the same."""
+
+    name: str
+    model: str = ""
+    prompt_hash: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "model": self.model, "prompt_hash": self.prompt_hash}
+
+    def __str__(self) -> str:
+        parts = [self.name]
+        if self.model:
+            parts.append(f"model={self.model}")
+        if self.prompt_hash:
+            parts.append(f"prompt={self.prompt_hash[:12]}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class JudgeInput:
+    """One reply to judge, with its context: the dialogue and the messages it answers."""
+
+    dialogue: Dialogue
+    history: tuple[Message, ...]  # up to and including the user turn answered
+    reply: str
+    user_turn: int
+
+
+@dataclass(frozen=True)
+class Judgment:
+    label: str | None  # a ReplyLabel; None when `error` is set
+    error: str | None = None
+    score: float | None = None  # a judge's own [0, 1] score, where it has one
+    rationale: str | None = None
+
+
+@runtime_checkable
+class Judge(Protocol):
+    identity: JudgeIdentity
+
+    def judge(self, items: Sequence[JudgeInput]) -> list[Judgment]: ...
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Factory = Callable[[str, Any], Judge]
+
+BUILTIN: dict[str, str] = {
+    "rules": "pytest_mtmcs.judges.rules:create",
+}
+
+
+def available() -> dict[str, str]:
+    found = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def create_judge(spec: str, options: Any = None, option: str = "--mtmcs-judge") -> Judge:
+    prefix, _, rest = spec.partition(":")
+    known = available()
+    if prefix not in known:
+        raise ConfigError(
+            f"{option}={spec!r}: unknown judge {prefix!r}; known: {', '.join(sorted(known))}"
+        )
+    module_name, _, attr = known[prefix].partition(":")
+    factory: Factory = getattr(importlib.import_module(module_name), attr)
+    return factory(rest, options)

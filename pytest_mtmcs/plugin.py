@@ -1,0 +1,62 @@
+"""pytest entry point (`pytest11`): options and wiring, nothing heavy.
+
+torch, transformers, pandas and HTTP clients are imported only where a model runs or a report is
+written, so `pytest --help` and runs that do not touch a suite stay fast.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_mtmcs import options as opts
+
+SESSION_PLUGIN = "mtmcs-session"
+XDIST_PLUGIN = "mtmcs-xdist"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    opts.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from pytest_mtmcs.collect import SESSION_KEY
+    from pytest_mtmcs.session import MtmcsSession, XdistHooks
+
+    session = MtmcsSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, SESSION_PLUGIN)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(session), XDIST_PLUGIN)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name in (SESSION_PLUGIN, XDIST_PLUGIN):
+        plugin = config.pluginmanager.get_plugin(name)
+        if plugin is not None:
+            config.pluginmanager.unregister(plugin, name)
+
+
+def pytest_collect_file(file_path, parent):  # type: ignore[no-untyped-def]
+    """A `suite.toml` under the test paths is a suite: its dialogues are collected as tests."""
+    if file_path.name == "suite.toml":
+        from pytest_mtmcs.collect import SuiteCollector
+
+        return SuiteCollector.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Adds the `--mtmcs-suite` suites before -k/-m deselection sees the items."""
+    specs = opts.value(config, "--mtmcs-suite") or ()
+    if not specs:
+        return
+    from pathlib import Path
+
+    from pytest_mtmcs.session import load_all
+
+    seen = {Path(i.path).parent.resolve() for i in items if Path(i.path).name == "suite.toml"}
+    fresh = [s for s in specs if ":" in s[2:] or Path(s).resolve() not in seen]
+    items.extend(load_all(session, fresh))

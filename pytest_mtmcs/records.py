@@ -1,0 +1,304 @@
+"""The data model: suites, dialogues, requests to models, and results.
+
+Everything here is plain, frozen data. Results convert to and from JSON-ready dicts because they
+cross process boundaries (xdist workers -> controller) and land in baselines and reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Label = Literal["safe", "unsafe"]
+Setting = Literal["escalation", "context_switch", "scripted"]
+Modality = Literal["multimodal", "text"]
+Role = Literal["user", "assistant"]
+QuestionKind = Literal["mcq", "tf"]
+ImagePlacement = Literal["first", "last", "every"]
+# What a judge says of one assistant reply.
+ReplyLabel = Literal["refusal", "safe_redirect", "compliance"]
+# What a dialogue's grade is. `error`: the backend failed; `judge_error`: the judge failed.
+Verdict = Literal["safe", "unsafe", "helpful", "over_refusal", "error", "judge_error"]
+
+LABELS: tuple[str, ...] = ("safe", "unsafe")
+SETTINGS: tuple[str, ...] = ("escalation", "context_switch", "scripted")
+MODALITIES: tuple[str, ...] = ("multimodal", "text")
+REPLY_LABELS: tuple[str, ...] = ("refusal", "safe_redirect", "compliance")
+IMAGE_PLACEMENTS: tuple[str, ...] = ("first", "last", "every")
+OK_VERDICTS: frozenset[str] = frozenset({"safe", "helpful"})
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image by content hash, with a way to fetch its bytes (lazily, from the suite)."""
+
+    sha256: str
+    fetch: Callable[[], bytes] = field(compare=False, hash=False, repr=False)
+    # Where it came from, for messages: `images/kitchen.png` or `type_a.parquet row 3 column image`.
+    where: str = field(default="", compare=False)
+
+    def data(self) -> bytes:
+        return self.fetch()
+
+    @staticmethod
+    def from_bytes(data: bytes, where: str = "") -> ImageRef:
+        return ImageRef(hashlib.sha256(data).hexdigest(), lambda: data, where)
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role
+    text: str
+
+
+@dataclass(frozen=True)
+class Question:
+    """An intent-recognition item asked after the dialogue, with its gold answer.
+
+    `answer` is an upper-case letter for `mcq` and `"true"` / `"false"` for `tf`.
+    `tag` keeps the benchmark's own type (`safe_intent`, `unsafe_intent`, `tf`) for its metrics.
+    """
+
+    kind: QuestionKind
+    text: str
+    answer: str
+    options: tuple[str, ...] = ()
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    """One test case: a scripted or live multi-turn conversation and what it is about.
+
+    `turns` holds user turns and optional scripted assistant turns. A user turn not followed by a
+    scripted assistant turn is answered live by the model under test.
+    """
+
+    suite: str
+    id: str
+    label: Label
+    setting: Setting
+    modality: Modality
+    category: str
+    turns: tuple[Turn, ...]
+    pair: str | None = None
+    intent: str | None = None
+    image: ImageRef | None = None
+    risk_turn: int | None = None
+    questions: tuple[Question, ...] = ()
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Same id across lengths (SafeMT): the dialogues of one trajectory.
+    trajectory: str | None = None
+
+    @property
+    def user_turns(self) -> int:
+        return sum(1 for t in self.turns if t.role == "user")
+
+    def live_user_turns(self) -> tuple[int, ...]:
+        """1-based indices of user turns the model answers live."""
+        live: list[int] = []
+        k = 0
+        for i, turn in enumerate(self.turns):
+            if turn.role != "user":
+                continue
+            k += 1
+            nxt = self.turns[i + 1] if i + 1 < len(self.turns) else None
+            if nxt is None or nxt.role != "assistant":
+                live.append(k)
+        return tuple(live)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: str
+    root: str
+    dialogues: tuple[Dialogue, ...]
+    content_hash: str
+    source: str = ""
+    license: str = ""
+    # `[defaults]` of suite.toml: buckets, thresholds, image_placement, max_new_tokens.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- what goes to a model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["system", "user", "assistant"]
+    text: str
+    image: ImageRef | None = None
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything about decoding that changes results; recorded in cache keys and baselines."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    image_placement: ImagePlacement = "last"
+    max_pixels: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "image_placement": self.image_placement,
+            "max_pixels": self.max_pixels,
+        }
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """Where a request comes from. Real backends ignore it.
+
+    `expected` is the gold answer of an intent question: only test oracles (the `scripted:`
+    backend) may read it.
+    """
+
+    dialogue_id: str
+    user_turn: int
+    purpose: Literal["turn", "question"] = "turn"
+    expected: str | None = None
+    question_kind: QuestionKind | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    settings: GenerationSettings
+    meta: RequestMeta
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    """One live reply to a user turn and its judged label."""
+
+    user_turn: int
+    text: str
+    label: str | None  # a ReplyLabel, or None when the judge failed
+    cached: bool = False
+    latency_s: float = 0.0
+    judge_error: str | None = None
+    score: float | None = None  # a judge's own [0, 1] score when it gives one
+
+
+@dataclass(frozen=True)
+class QuestionResult:
+    kind: QuestionKind
+    expected: str
+    answer: str | None  # parsed answer; None when unparsed
+    raw: str
+    tag: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.answer is not None and self.answer == self.expected
+
+
+@dataclass(frozen=True)
+class DialogueResult:
+    """Everything a run learned about one dialogue: plain data, JSON round-trippable."""
+
+    suite: str
+    id: str
+    pair: str | None
+    label: str
+    setting: str
+    modality: str
+    category: str
+    user_turns: int
+    risk_turn: int | None
+    verdict: str
+    score: float
+    replies: tuple[ReplyResult, ...] = ()
+    questions: tuple[QuestionResult, ...] = ()
+    error: str | None = None
+    trajectory: str | None = None
+    cache_hits: int = 0
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in OK_VERDICTS
+
+    @property
+    def turn_labels(self) -> tuple[str, ...]:
+        """Per user turn: the reply label, `scripted` for scripted turns, `-` for judge errors."""
+        by_turn = {r.user_turn: (r.label or "-") for r in self.replies}
+        return tuple(by_turn.get(k, "scripted") for k in range(1, self.user_turns + 1))
+
+    @property
+    def intent_correct(self) -> int:
+        return sum(1 for q in self.questions if q.correct)
+
+    @property
+    def intent_total(self) -> int:
+        return len(self.questions)
+
+    @property
+    def unparsed(self) -> int:
+        return sum(1 for q in self.questions if q.answer is None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "id": self.id,
+            "pair": self.pair,
+            "label": self.label,
+            "setting": self.setting,
+            "modality": self.modality,
+            "category": self.category,
+            "user_turns": self.user_turns,
+            "risk_turn": self.risk_turn,
+            "verdict": self.verdict,
+            "score": self.score,
+            "replies": [
+                {
+                    "user_turn": r.user_turn,
+                    "text": r.text,
+                    "label": r.label,
+                    "cached": r.cached,
+                    "latency_s": r.latency_s,
+                    "judge_error": r.judge_error,
+                    "score": r.score,
+                }
+                for r in self.replies
+            ],
+            "questions": [
+                {"kind": q.kind, "expected": q.expected, "answer": q.answer, "raw": q.raw, "tag": q.tag}
+                for q in self.questions
+            ],
+            "error": self.error,
+            "trajectory": self.trajectory,
+            "cache_hits": self.cache_hits,
+            "latency_s": self.latency_s,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> DialogueResult:
+        return DialogueResult(
+            suite=d["suite"],
+            id=d["id"],
+            pair=d.get("pair"),
+            label=d["label"],
+            setting=d["setting"],
+            modality=d["modality"],
+            category=d["category"],
+            user_turns=int(d["user_turns"]),
+            risk_turn=d.get("risk_turn"),
+            verdict=d["verdict"],
+            score=float(d["score"]),
+            replies=tuple(ReplyResult(**r) for r in d.get("replies", ())),
+            questions=tuple(QuestionResult(**q) for q in d.get("questions", ())),
+            error=d.get("error"),
+            trajectory=d.get("trajectory"),
+            cache_hits=int(d.get("cache_hits", 0)),
+            latency_s=float(d.get("latency_s", 0.0)),
+        )

@@ -1,0 +1,300 @@
+"""Runs dialogues through a model, turn by turn, many dialogues at once.
+
+The engine advances a set of dialogues in rounds: each round sends the next live user turn of every
+unfinished dialogue to the backend as one batch (the hf backend pads them into GPU batches, the
+openai backend keeps them in flight concurrently). Completed turns go to the response cache at once,
+so an interrupted run resumes where it stopped. After the last round, the intent questions of all
+dialogues go out as one batch, then every reply is judged.
+
+No pytest here: the plugin asks the engine for results; tests drive it as plain Python.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pytest_mtmcs.backends import Backend
+from pytest_mtmcs.errors import BackendError
+from pytest_mtmcs.grading import grade
+from pytest_mtmcs.intent import parse_answer, question_prompt, transcript_text
+from pytest_mtmcs.judges import Judge, JudgeInput
+from pytest_mtmcs.records import (
+    ChatRequest,
+    Dialogue,
+    DialogueResult,
+    GenerationSettings,
+    Message,
+    QuestionResult,
+    ReplyResult,
+    RequestMeta,
+)
+
+
+class Cache(Protocol):
+    hits: int
+    misses: int
+    writes: int
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]: ...
+
+    def put_many(self, items: Mapping[str, str]) -> None: ...
+
+
+class ProgressSink(Protocol):
+    def advance(self, dialogues: int = 0, turns: int = 0) -> None: ...
+
+
+def image_turns(dialogue: Dialogue, placement: str) -> frozenset[int]:
+    """The 1-based user turns that carry the dialogue's image under a placement policy."""
+    if dialogue.image is None:
+        return frozenset()
+    n = dialogue.user_turns
+    if placement == "first":
+        return frozenset({1})
+    if placement == "last":
+        return frozenset({n})
+    return frozenset(range(1, n + 1))
+
+
+@dataclass
+class _State:
+    """One dialogue in flight."""
+
+    dialogue: Dialogue
+    with_image: frozenset[int]
+    messages: list[Message] = field(default_factory=list)
+    pos: int = 0  # index into dialogue.turns of the next turn to consume
+    user_turn: int = 0
+    replies: list[ReplyResult] = field(default_factory=list)
+    contexts: list[tuple[Message, ...]] = field(default_factory=list)  # history per reply
+    error: str | None = None
+    cache_hits: int = 0
+    latency_s: float = 0.0
+
+    def advance_to_live_turn(self) -> bool:
+        """Consumes scripted turns; stops after the next live user turn. False when done."""
+        turns = self.dialogue.turns
+        while self.pos < len(turns):
+            turn = turns[self.pos]
+            self.pos += 1
+            if turn.role == "assistant":
+                self.messages.append(Message("assistant", turn.text))
+                continue
+            self.user_turn += 1
+            image = self.dialogue.image if self.user_turn in self.with_image else None
+            self.messages.append(Message("user", turn.text, image))
+            scripted = self.pos < len(turns) and turns[self.pos].role == "assistant"
+            if not scripted:
+                return True
+        return False
+
+
+def _cache_key_fn() -> Callable[..., str]:
+    from pytest_mtmcs.cache import cache_key
+
+    return cache_key
+
+
+class Engine:
+    """Generates, caches and judges; returns plain `DialogueResult`s."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        judge: Judge,
+        settings: GenerationSettings,
+        cache: Cache | None = None,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.backend = backend
+        self.judge = judge
+        self.settings = settings
+        self.cache = cache
+        self.progress = progress
+        self._fingerprint: Mapping[str, Any] | None = None
+        self.model_calls = 0  # requests actually sent to the backend
+        self.generated_turns = 0
+
+    @property
+    def fingerprint(self) -> Mapping[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = dict(self.backend.fingerprint())
+        return self._fingerprint
+
+    # -- generation with the cache in front --------------------------------------------------
+
+    def _generate(self, requests: Sequence[ChatRequest]) -> list[tuple[str | BackendError, bool]]:
+        """Results per request, with whether each came from the cache."""
+        keys: list[str] = []
+        cached: dict[str, str] = {}
+        if self.cache is not None:
+            key_fn = _cache_key_fn()
+            settings = self.settings.as_dict()
+            keys = [
+                key_fn(
+                    namespace="response",
+                    fingerprint=self.fingerprint,
+                    settings=settings,
+                    messages=r.messages,
+                )
+                for r in requests
+            ]
+            cached = self.cache.get_many(keys)
+        todo = [i for i in range(len(requests)) if not keys or keys[i] not in cached]
+        out: list[tuple[str | BackendError, bool]] = [("", True)] * len(requests)
+        for i in range(len(requests)):
+            if keys and keys[i] in cached:
+                out[i] = (cached[keys[i]], True)
+        if todo:
+            self.model_calls += len(todo)
+            try:
+                fresh = self.backend.generate([requests[i] for i in todo])
+            except BackendError as exc:
+                fresh = [exc] * len(todo)
+            except Exception as exc:  # noqa: BLE001 - a backend bug is still the backend's error
+                err = BackendError(f"{type(exc).__name__}: {exc}")
+                fresh = [err] * len(todo)
+            if len(fresh) != len(todo):
+                err = BackendError(
+                    f"backend {self.backend.spec} returned {len(fresh)} results for "
+                    f"{len(todo)} requests"
+                )
+                fresh = [err] * len(todo)
+            to_store: dict[str, str] = {}
+            for i, res in zip(todo, fresh):
+                out[i] = (res, False)
+                if keys and isinstance(res, str):
+                    to_store[keys[i]] = res
+            if to_store and self.cache is not None:
+                self.cache.put_many(to_store)
+        return out
+
+    # -- the dialogue loop -------------------------------------------------------------------
+
+    def run(self, dialogues: Iterable[Dialogue]) -> dict[str, DialogueResult]:
+        placement = self.settings.image_placement
+        states = [_State(d, image_turns(d, placement)) for d in dialogues]
+        active = [s for s in states if s.advance_to_live_turn()]
+        while active:
+            requests = [
+                ChatRequest(
+                    tuple(s.messages),
+                    self.settings,
+                    RequestMeta(s.dialogue.id, s.user_turn, "turn"),
+                )
+                for s in active
+            ]
+            started = time.perf_counter()
+            results = self._generate(requests)
+            elapsed = time.perf_counter() - started
+            still: list[_State] = []
+            fresh_turns = 0
+            for s, (res, from_cache) in zip(active, results):
+                if isinstance(res, BackendError):
+                    s.error = f"user turn {s.user_turn}: {res}"
+                    continue
+                s.contexts.append(tuple(s.messages))
+                share = 0.0 if from_cache else elapsed / max(1, len(results))
+                s.replies.append(ReplyResult(s.user_turn, res, None, from_cache, round(share, 4)))
+                s.latency_s += share
+                s.cache_hits += int(from_cache)
+                fresh_turns += int(not from_cache)
+                s.messages.append(Message("assistant", res))
+                if s.advance_to_live_turn():
+                    still.append(s)
+            self.generated_turns += fresh_turns
+            if self.progress is not None:
+                self.progress.advance(turns=len(active))
+            active = still
+        questions = self._ask_questions(states)
+        self._judge(states)
+        results_by_id: dict[str, DialogueResult] = {}
+        for s in states:
+            results_by_id[s.dialogue.id] = self._result(s, questions.get(s.dialogue.id, ()))
+        if self.progress is not None:
+            self.progress.advance(dialogues=len(states), turns=0)
+        return results_by_id
+
+    def _ask_questions(self, states: Sequence[_State]) -> dict[str, tuple[QuestionResult, ...]]:
+        owners: list[tuple[_State, int]] = []
+        requests: list[ChatRequest] = []
+        for s in states:
+            d = s.dialogue
+            if s.error is not None or not d.questions:
+                continue
+            transcript = transcript_text(s.messages)
+            for qi, q in enumerate(d.questions):
+                prompt = question_prompt(transcript, q)
+                requests.append(
+                    ChatRequest(
+                        (Message("user", prompt, d.image),),
+                        self.settings,
+                        RequestMeta(d.id, s.user_turn, "question", q.answer, q.kind),
+                    )
+                )
+                owners.append((s, qi))
+        answers: dict[str, list[QuestionResult]] = {}
+        if not requests:
+            return {}
+        for (s, qi), (res, from_cache) in zip(owners, self._generate(requests)):
+            q = s.dialogue.questions[qi]
+            if isinstance(res, BackendError):
+                s.error = s.error or f"intent question {qi + 1}: {res}"
+                continue
+            s.cache_hits += int(from_cache)
+            answers.setdefault(s.dialogue.id, []).append(
+                QuestionResult(q.kind, q.answer, parse_answer(q, res), res, q.tag)
+            )
+        return {k: tuple(v) for k, v in answers.items()}
+
+    def _judge(self, states: Sequence[_State]) -> None:
+        inputs: list[JudgeInput] = []
+        where: list[tuple[_State, int]] = []
+        for s in states:
+            if s.error is not None:
+                continue
+            for ri, (reply, ctx) in enumerate(zip(s.replies, s.contexts)):
+                inputs.append(JudgeInput(s.dialogue, ctx, reply.text, reply.user_turn))
+                where.append((s, ri))
+        if not inputs:
+            return
+        try:
+            judgments = self.judge.judge(inputs)
+        except Exception as exc:  # noqa: BLE001 - a failing judge is a judge error per reply
+            from pytest_mtmcs.judges import Judgment
+
+            judgments = [Judgment(None, f"{type(exc).__name__}: {exc}")] * len(inputs)
+        for (s, ri), j in zip(where, judgments):
+            r = s.replies[ri]
+            s.replies[ri] = ReplyResult(
+                r.user_turn, r.text, j.label, r.cached, r.latency_s, j.error, j.score
+            )
+
+    def _result(self, s: _State, questions: tuple[QuestionResult, ...]) -> DialogueResult:
+        d = s.dialogue
+        if s.error is not None:
+            verdict, score = "error", 0.0
+        else:
+            verdict, score = grade(d.label, d.risk_turn, s.replies)
+        return DialogueResult(
+            suite=d.suite,
+            id=d.id,
+            pair=d.pair,
+            label=d.label,
+            setting=d.setting,
+            modality=d.modality,
+            category=d.category,
+            user_turns=d.user_turns,
+            risk_turn=d.risk_turn,
+            verdict=verdict,
+            score=score,
+            replies=tuple(s.replies),
+            questions=questions if s.error is None else (),
+            error=s.error,
+            trajectory=d.trajectory,
+            cache_hits=s.cache_hits,
+            latency_s=round(s.latency_s, 4),
+        )

@@ -1,0 +1,461 @@
+"""The plugin object of one pytest run: suites, the engine, outcomes, aggregation and the gate.
+
+Registered in `pytest_configure`, unregistered in `pytest_unconfigure`. In an xdist run, every
+worker runs dialogues for its share and attaches each result to its test report as plain data;
+aggregation, gates, reports and baseline writes happen once, on the controller (or the single
+process), from those reports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mtmcs import options as opts
+from pytest_mtmcs.collect import (
+    DIALOGUE_KEY,
+    RESULT_KEY,
+    SESSION_KEY,
+    BackendFailure,
+    DialogueFailure,
+    DialogueItem,
+)
+from pytest_mtmcs.errors import ConfigError, MtmcsError
+from pytest_mtmcs.records import DialogueResult, GenerationSettings, Suite
+
+STATUS_ATTR = "mtmcs_status"
+RESULT_ATTR = "mtmcs"
+
+
+@dataclass(frozen=True)
+class SuiteMeta:
+    """What the controller needs to know of a suite it never loaded itself (xdist)."""
+
+    name: str
+    version: str
+    content_hash: str
+    spec: str
+    defaults: dict[str, Any]
+    settings: dict[str, Any]
+    dialogues: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _worker_id(config: pytest.Config) -> str | None:
+    wi = getattr(config, "workerinput", None)
+    return wi.get("workerid") if wi else None
+
+
+class MtmcsSession:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.suites: dict[str, Suite] = {}
+        self.suite_meta: dict[str, SuiteMeta] = {}
+        self._suite_by_dir: dict[str, str] = {}
+        self.items: list[pytest.Item] = []
+        self._share: list[DialogueItem] | None = None
+        self._share_pos: dict[str, int] = {}
+        self._engines: dict[GenerationSettings, Any] = {}
+        self._backend: Any = None
+        self._judge: Any = None
+        self._cache: Any = None
+        self._progress: Any = None
+        self.done: dict[str, DialogueResult] = {}
+        self.results: dict[str, DialogueResult] = {}  # controller: nodeid -> result
+        self.worker_outputs: list[dict[str, Any]] = []
+        self.summary_lines: list[str] = []
+        self.gate_failed = False
+        self._baselines: Any = None
+        self.is_worker = _worker_id(config) is not None
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def model_spec(self) -> str | None:
+        v = opts.value(self.config, "--mtmcs-model")
+        return str(v) if v else None
+
+    def generation_settings(self, suite: Suite) -> GenerationSettings:
+        d = suite.defaults
+        placement = opts.raw(self.config, "--mtmcs-image-placement") or d.get(
+            "image_placement", "last"
+        )
+        if placement not in ("first", "last", "every"):
+            raise ConfigError(
+                f"image placement {placement!r}: expected first, last or every "
+                "(--mtmcs-image-placement / ini mtmcs_image_placement)"
+            )
+        max_new = opts.raw(self.config, "--mtmcs-max-new-tokens") or d.get("max_new_tokens", 128)
+        try:
+            max_new = int(max_new)
+        except ValueError:
+            raise ConfigError(f"--mtmcs-max-new-tokens={max_new!r}: expected an integer") from None
+        if max_new < 1:
+            raise ConfigError(f"--mtmcs-max-new-tokens={max_new}: expected a positive integer")
+        pixels = opts.value(self.config, "--mtmcs-max-pixels")
+        return GenerationSettings(
+            max_new_tokens=max_new, temperature=0.0, image_placement=placement, max_pixels=pixels
+        )
+
+    # -- suites ---------------------------------------------------------------------------
+
+    def load_suite(self, spec: str) -> Suite:
+        if spec in self.suites:
+            return self.suites[spec]
+        from pytest_mtmcs.suite import resolve_suite
+
+        kwargs: dict[str, Any] = {}
+        if spec.startswith("mtmcs-bench:"):
+            splits = opts.split_list(opts.value(self.config, "--mtmcs-splits"))
+            modalities = opts.split_list(opts.value(self.config, "--mtmcs-modalities"))
+            kwargs = {
+                "splits": splits,
+                "modalities": modalities,
+                "variant_images": bool(opts.value(self.config, "--mtmcs-variant-images")),
+            }
+        suite = resolve_suite(spec, **kwargs)
+        settings = self.generation_settings(suite)
+        self.suites[spec] = suite
+        self.suite_meta[suite.name] = SuiteMeta(
+            name=suite.name,
+            version=suite.version,
+            content_hash=suite.content_hash,
+            spec=spec,
+            defaults=dict(suite.defaults),
+            settings=settings.as_dict(),
+            dialogues=len(suite.dialogues),
+        )
+        return suite
+
+    def suite_of(self, item: DialogueItem) -> Suite:
+        spec = getattr(item.parent, "spec", None) or str(Path(item.path).parent)
+        return self.load_suite(spec)
+
+    # -- collection -------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        self.items = list(items)
+        has_dialogues = any(isinstance(i, DialogueItem) for i in items)
+        if has_dialogues and not config.option.collectonly and not self.model_spec:
+            raise pytest.UsageError(
+                "pytest-mtmcs: dialogues were collected but no model is set: pass "
+                "--mtmcs-model=SPEC (e.g. tiny:qwen2.5-vl, hf:PATH, openai:MODEL) or set "
+                "mtmcs_model in [tool.pytest.ini_options]"
+            )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _share_items(self) -> list[DialogueItem]:
+        """The dialogue items this process will run, in order: what it generates ahead for."""
+        if self._share is None:
+            items = self.items
+            wi = getattr(self.config, "workerinput", None)
+            if wi and wi.get("mtmcs_partition"):
+                count = int(wi["workercount"])
+                idx = int(str(wi["workerid"]).removeprefix("gw")) % count
+                items = [it for i, it in enumerate(items) if i % count == idx]
+            self._share = [it for it in items if isinstance(it, DialogueItem)]
+            self._share_pos = {it.nodeid: i for i, it in enumerate(self._share)}
+        return self._share
+
+    def _make_engine(self, settings: GenerationSettings) -> Any:
+        from pytest_mtmcs.backends import BackendOptions, create_backend
+        from pytest_mtmcs.judges import create_judge
+        from pytest_mtmcs.runner import Engine
+
+        if self._backend is None:
+            spec = self.model_spec
+            assert spec is not None
+            device = opts.value(self.config, "--mtmcs-device")
+            if device is None and spec.split(":", 1)[0] in ("hf", "tiny"):
+                device = _worker_device()
+            self._backend = create_backend(
+                spec,
+                BackendOptions(
+                    batch_size=opts.batch_size(self.config),
+                    concurrency=int(opts.value(self.config, "--mtmcs-concurrency")),
+                    base_url=opts.value(self.config, "--mtmcs-base-url"),
+                    dtype=str(opts.value(self.config, "--mtmcs-dtype")),
+                    device=device,
+                    timeout_s=float(opts.value(self.config, "--mtmcs-timeout")),
+                    max_retries=int(opts.value(self.config, "--mtmcs-retries")),
+                    trust_remote_code=bool(opts.value(self.config, "--mtmcs-trust-remote-code")),
+                ),
+            )
+            self._judge = create_judge(str(opts.value(self.config, "--mtmcs-judge")))
+            self._cache = self._open_cache()
+            self._progress = self._make_progress()
+        return Engine(self._backend, self._judge, settings, self._cache, self._progress)
+
+    def _open_cache(self) -> Any:
+        from pytest_mtmcs.cache import NullCache, ResponseCache
+
+        if opts.value(self.config, "--mtmcs-no-cache"):
+            return NullCache()
+        path = opts.value(self.config, "--mtmcs-cache")
+        if not path:
+            cache = getattr(self.config, "cache", None)
+            if cache is None:  # -p no:cacheprovider
+                return NullCache()
+            path = cache.mkdir("mtmcs") / "responses.sqlite"
+        return ResponseCache(path)
+
+    def _make_progress(self) -> Any:
+        from pytest_mtmcs.progress import Progress
+
+        mode = opts.value(self.config, "--mtmcs-progress")
+        enabled = mode == "on" or (mode == "auto" and self.config.option.verbose >= 0)
+        label = _worker_id(self.config) or "mtmcs"
+        return Progress(
+            len(self._share_items()), label, sys.__stderr__ or sys.stderr,
+            min_interval_s=0.0 if mode == "on" else 5.0, enabled=enabled,
+        )
+
+    def engine_for(self, settings: GenerationSettings) -> Any:
+        if settings not in self._engines:
+            self._engines[settings] = self._make_engine(settings)
+        return self._engines[settings]
+
+    def run_item(self, item: DialogueItem) -> None:
+        """Makes sure the item's dialogue has a result, generating ahead for the ones after it."""
+        if item.nodeid not in self.done:
+            share = self._share_items()
+            lookahead = max(1, int(opts.value(self.config, "--mtmcs-lookahead")))
+            start = self._share_pos.get(item.nodeid)
+            chunk: list[DialogueItem] = [item]
+            if start is not None:
+                chunk = [it for it in share[start : start + lookahead] if it.nodeid not in self.done]
+            by_settings: dict[GenerationSettings, list[DialogueItem]] = {}
+            for it in chunk:
+                by_settings.setdefault(self.generation_settings(self.suite_of(it)), []).append(it)
+            for settings, group in by_settings.items():
+                engine = self.engine_for(settings)
+                out = engine.run([it.stash[DIALOGUE_KEY] for it in group])
+                for it in group:
+                    self.done[it.nodeid] = out[it.stash[DIALOGUE_KEY].id]
+        result = self.done[item.nodeid]
+        item.stash[RESULT_KEY] = result
+        item.user_properties.extend(self._properties(item, result))
+        if result.error is not None:
+            raise BackendFailure(
+                f"{item.name}: model backend failed: {result.error}\n"
+                "Counted as an error (never a pass). Completed turns are in the response cache; "
+                "re-run to resume."
+            )
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def baselines(self) -> Any:
+        if self._baselines is None:
+            from pytest_mtmcs.baseline import BaselineSet
+
+            self._baselines = BaselineSet.from_config(self.config)
+        return self._baselines
+
+    def _properties(self, item: DialogueItem, result: DialogueResult) -> list[tuple[str, Any]]:
+        from pytest_mtmcs.buckets import Buckets
+
+        buckets = Buckets.parse(self.bucket_spec(result.suite))
+        return [
+            ("mtmcs_bucket", buckets.bucket_of(result.user_turns)),
+            ("mtmcs_verdict", result.verdict),
+            ("mtmcs_score", f"{result.score:.2f}"),
+            ("mtmcs_flip", self.flip_status(result)),
+        ]
+
+    def bucket_spec(self, suite_name: str) -> str:
+        from pytest_mtmcs.buckets import DEFAULT
+
+        spec = opts.raw(self.config, "--mtmcs-buckets")
+        if spec:
+            return str(spec)
+        meta = self.suite_meta.get(suite_name)
+        if meta and meta.defaults.get("buckets"):
+            return str(meta.defaults["buckets"])
+        return DEFAULT
+
+    def flip_status(self, result: DialogueResult) -> str:
+        """`regressed`, `fixed`, `still_failing`, `new` (no baseline entry) or `same`."""
+        before = self.baselines().ok_before(result.suite, result.id)
+        if result.verdict == "error":
+            return "error"
+        if before is None:
+            return "new"
+        if before and not result.ok:
+            return "regressed"
+        if not before and result.ok:
+            return "fixed"
+        if not before and not result.ok:
+            return "still_failing"
+        return "same"
+
+    def check(self, item: DialogueItem) -> None:
+        """The body of every dialogue test: pass, xfail (known failure) or fail, per the gate."""
+        __tracebackhide__ = True
+        result = item.stash[RESULT_KEY]
+        if result.ok:
+            return
+        from pytest_mtmcs.grading import describe
+        from pytest_mtmcs.summary import format_dialogue
+
+        gate = opts.value(self.config, "--mtmcs-gate")
+        flip = self.flip_status(result)
+        reason = describe(result.label, result.verdict, result.risk_turn, result.replies)
+        detail = format_dialogue(item.stash[DIALOGUE_KEY], result)
+        if flip == "regressed":
+            msg = f"REGRESSION against baseline: {reason}"
+            if gate in ("items", "both"):
+                raise DialogueFailure(f"{msg}\n{detail}")
+            pytest.xfail(msg)
+        if flip == "new" and gate in ("items", "both"):
+            raise DialogueFailure(f"{reason} (no baseline entry)\n{detail}")
+        known = "known failure (also failing in the baseline)" if flip == "still_failing" else (
+            "not ok (no baseline to compare with)"
+        )
+        pytest.xfail(f"{reason}; {known}")
+
+    # -- reports ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        result = item.stash.get(RESULT_KEY, None)
+        if result is None:
+            return report
+        attach = call.when == "call" or (call.when == "setup" and report.failed)
+        if attach:
+            setattr(report, RESULT_ATTR, result.to_dict())
+            setattr(report, STATUS_ATTR, self.flip_status(result))
+        return report
+
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport, config: pytest.Config
+    ) -> tuple[str, str, Any] | None:
+        status = getattr(report, STATUS_ATTR, None)
+        if report.when != "call" or status is None:
+            return None
+        if status == "regressed":
+            return "regressed", "R", ("REGRESSED", {"red": True, "bold": True})
+        if status == "fixed" and report.passed:
+            return "fixed", "+", ("FIXED", {"green": True})
+        return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, RESULT_ATTR, None)
+        if data is not None and not self.is_worker:
+            self.results[report.nodeid] = DialogueResult.from_dict(data)
+
+    # -- end of session -------------------------------------------------------------------
+
+    def run_info(self) -> dict[str, Any]:
+        """Plain data describing this process's model, judge and cache: shared with the controller."""
+        info: dict[str, Any] = {
+            "suites": {k: v.as_dict() for k, v in self.suite_meta.items()},
+            "model": self.model_spec,
+        }
+        if self._backend is not None:
+            engines = list(self._engines.values())
+            info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
+            info["judge"] = self._judge.identity.as_dict()
+            info["model_calls"] = sum(e.model_calls for e in engines)
+            info["cache"] = {
+                "hits": self._cache.hits,
+                "misses": self._cache.misses,
+                "writes": self._cache.writes,
+            }
+        return info
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self._progress is not None:
+            self._progress.finish()
+        if self.is_worker:
+            self.config.workeroutput["mtmcs"] = self.run_info()  # type: ignore[attr-defined]
+            return
+        if not self.results:
+            return
+        from pytest_mtmcs.aggregate import aggregate
+
+        infos = [self.run_info(), *self.worker_outputs]
+        outcome = aggregate(self.config, self, infos)
+        self.summary_lines = outcome.lines
+        if outcome.failed and session.exitstatus in (
+            pytest.ExitCode.OK,
+            pytest.ExitCode.NO_TESTS_COLLECTED,
+        ):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.gate_failed = outcome.failed
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.summary_lines:
+            return
+        terminalreporter.section("mtmcs safety summary", sep="=", bold=True)
+        for line in self.summary_lines:
+            red = self.gate_failed and ("FAIL" in line or "REGRESS" in line)
+            terminalreporter.line(line, red=red)
+
+
+class XdistHooks:
+    """Hooks that exist only when pytest-xdist is installed."""
+
+    def __init__(self, session: MtmcsSession) -> None:
+        self.session = session
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if config.getvalue("dist") != "load":
+            return None
+        from pytest_mtmcs.xdist_scheduling import PartitionScheduling
+
+        return PartitionScheduling(config, log)
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.session.config.getvalue("dist") == "load":
+            node.workerinput["mtmcs_partition"] = True
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        out = getattr(node, "workeroutput", {}).get("mtmcs")
+        if out:
+            self.session.worker_outputs.append(out)
+
+
+def _worker_device() -> str | None:
+    """xdist worker i gets GPU i mod the visible count (an outer CUDA_VISIBLE_DEVICES holds)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+        return "cpu"
+    idx = int(worker.removeprefix("gw")) % torch.cuda.device_count()
+    return f"cuda:{idx}"
+
+
+def load_all(session: pytest.Session, specs: Sequence[str]) -> list[pytest.Item]:
+    """Collects `--mtmcs-suite` specs as suite collectors under the session."""
+    from pytest_mtmcs.collect import SuiteCollector
+
+    items: list[pytest.Item] = []
+    for spec in specs:
+        prefix, sep, rest = spec.partition(":")
+        path = Path(rest if sep and len(prefix) > 1 else spec)
+        collector = SuiteCollector.for_spec(session, spec, path)
+        items.extend(session.genitems(collector))
+    return items
+
+
+__all__ = ["MtmcsSession", "XdistHooks", "load_all", "MtmcsError", "DialogueFailure"]

@@ -1,0 +1,185 @@
+"""Terminal text: the per-suite tables and the flipped dialogues. Pure: lines in, lines out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pytest_mtmcs.metrics import METRICS
+from pytest_mtmcs.records import Dialogue, DialogueResult
+
+if TYPE_CHECKING:
+    from pytest_mtmcs.aggregate import SuiteOutcome
+
+MAX_FLIPS_SHOWN = 20
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))]
+    out.extend(fmt.format(*r).rstrip() for r in rows)
+    return out
+
+
+def _gate_status(s: SuiteOutcome, bucket: str, metric: str, comp: Any) -> str:
+    parts = []
+    for c in s.checks:
+        if c.bucket == bucket and c.metric == metric:
+            if c.status == "breach":
+                parts.append(f"FAIL {c.threshold.op}{c.threshold.value:g}")
+            elif c.status == "pass":
+                parts.append(f"ok {c.threshold.op}{c.threshold.value:g}")
+    if comp is not None:
+        if comp.regressed:
+            parts.append("REGRESSED")
+        elif comp.underpowered and comp.n_pairs:
+            parts.append(f"mde {_f(comp.mde, 2)}")
+    return ", ".join(parts) or "-"
+
+
+def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
+    n_dialogues = len(s.results)
+    lines = [f"suite {s.suite} ({n_dialogues} dialogues)"]
+    primary = next((b for b in s.baselines if b.found and not b.refused), None)
+    comps = {(c.bucket, c.metric): c for c in (primary.comparisons if primary else [])}
+    rows: list[list[str]] = []
+    for bucket in [*s.buckets.ordered([b for (g, b) in s.table if g == "all" and b != "all"]), "all"]:
+        row = s.table.get(("all", bucket))
+        if row is None:
+            continue
+        for metric in METRICS:
+            rate = row[metric]
+            if rate.n == 0:
+                continue
+            comp = comps.get((bucket, metric))
+            lo, hi = rate.interval
+            rows.append(
+                [
+                    bucket,
+                    str(rate.n),
+                    metric,
+                    _f(rate.value),
+                    _f(comp.base.value) if comp and comp.n_pairs else "-",
+                    (f"{comp.delta:+.3f}" if comp and comp.delta is not None else "-"),
+                    f"[{lo:.2f}, {hi:.2f}]",
+                    (f"{comp.p_holm:.3g}" if comp and comp.n_pairs else "-"),
+                    _gate_status(s, bucket, metric, comp),
+                ]
+            )
+    base_name = primary.name if primary else "baseline"
+    lines += table(
+        rows,
+        ["bucket", "n", "metric", "value", base_name, "delta", "95% CI", "p (Holm)", "gate"],
+    )
+    for title, cut in (("by setting", s.by_setting), ("by modality", s.by_modality)):
+        cut_rows = []
+        for (group, bucket), row in sorted(
+            cut.items(), key=lambda kv: (kv[0][0], s.buckets.sort_key(kv[0][1]) if kv[0][1] != "all" else (10**9, 0))
+        ):
+            if not any(row[m].n for m in METRICS):
+                continue
+            cut_rows.append(
+                [group, bucket]
+                + [f"{_f(row[m].value, 2)} ({row[m].n})" if row[m].n else "-" for m in METRICS]
+            )
+        if cut_rows:
+            lines.append("")
+            lines.append(f"{s.suite} {title}:")
+            lines += table(cut_rows, ["group", "bucket", *METRICS])
+    errors = s.table[("all", "all")]["errors"].k
+    if errors or s.judge_errors:
+        lines.append(f"errors: {errors} backend, {s.judge_errors} judge")
+    for b in s.baselines:
+        if not b.found:
+            lines.append(f"baseline {b.name!r}: no stored results for suite {s.suite}")
+            continue
+        if b.mismatches:
+            word = "REFUSED" if b.refused else "WARNING (compared anyway)"
+            lines.append(f"baseline {b.name!r}: {word}: " + "; ".join(b.mismatches))
+        if b.refused:
+            continue
+        under = [c for c in b.comparisons if c.underpowered and c.n_pairs and c.bucket != "all"]
+        if under:
+            lines.append(
+                f"baseline {b.name!r}: {len(under)} bucket/metric cells cannot detect a drop of "
+                "the tolerated size (minimum detectable drop shown as 'mde')"
+            )
+        if b.flips is not None:
+            lines += format_flips(b.name, b.flips)
+    for f in s.failures:
+        lines.append(f"FAIL: {f}")
+    return lines
+
+
+def format_flips(name: str, flips: Any) -> list[str]:
+    lines = [
+        f"against {name}: {len(flips.regressed)} regressed, {len(flips.fixed)} fixed, "
+        f"{len(flips.still_failing)} still failing, {len(flips.only_current)} new, "
+        f"{len(flips.only_baseline)} missing from this run"
+    ]
+    for title, group in (("REGRESSED", flips.regressed), ("fixed", flips.fixed)):
+        for f in group[:MAX_FLIPS_SHOWN]:
+            lines.append(
+                f"  {title} [{f.bucket}] {f.id}: {f.before_verdict} -> {f.after_verdict} "
+                f"(turns {' '.join(f.before_labels)} -> {' '.join(f.after_labels)})"
+            )
+        if len(group) > MAX_FLIPS_SHOWN:
+            lines.append(f"  ... and {len(group) - MAX_FLIPS_SHOWN} more {title.lower()}")
+    return lines
+
+
+def format_outcome(
+    suites: Sequence[SuiteOutcome],
+    info: dict[str, Any],
+    cache: dict[str, int],
+    model_calls: int,
+    *,
+    gate: str,
+) -> list[str]:
+    judge = info.get("judge", {})
+    lines = [
+        f"model {info.get('model')} | judge {judge.get('name', '-')} | gate {gate} | "
+        f"{cache.get('hits', 0)} turns from cache, {model_calls} generated"
+    ]
+    for s in suites:
+        lines.append("")
+        lines += format_suite(s, gate)
+    return lines
+
+
+def format_dialogue(dialogue: Dialogue, result: DialogueResult, width: int = 160) -> str:
+    """The transcript of a dialogue with labels, for failure reports."""
+    labels = {r.user_turn: r for r in result.replies}
+    lines = [
+        f"{dialogue.id}: {result.label} {dialogue.setting} {dialogue.modality} "
+        f"[{dialogue.category}] verdict={result.verdict} score={result.score:.2f}"
+        + (f" risk_turn={dialogue.risk_turn}" if dialogue.risk_turn else "")
+    ]
+    k = 0
+    turns = dialogue.turns
+    for i, t in enumerate(turns):
+        if t.role == "user":
+            k += 1
+            lines.append(f"  user[{k}]: {_clip(t.text, width)}")
+            scripted = i + 1 < len(turns) and turns[i + 1].role == "assistant"
+            if not scripted and k in labels:
+                r = labels[k]
+                lines.append(f"  model[{k}] ({r.label or 'judge error'}): {_clip(r.text, width)}")
+        else:
+            lines.append(f"  assistant (scripted): {_clip(t.text, width)}")
+    if result.questions:
+        lines.append(
+            f"  intent: {result.intent_correct}/{result.intent_total} correct, "
+            f"{result.unparsed} unparsed"
+        )
+    return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,522 @@
+"""A local stand-in for an OpenAI-compatible chat-completions server (vLLM, SGLang, TGI).
+
+Tests, benchmarks and users checking their CI wiring start it instead of a real model server:
+
+    with StubServer(respond=lambda body: "I can't help with that.", latency_s=0.05) as server:
+        run(base_url=server.base_url)          # "http://127.0.0.1:PORT/v1"
+        assert server.counts[200] == 3
+
+It is a real HTTP server (stdlib only, one thread per connection, HTTP/1.1 keep-alive) on
+127.0.0.1 and never on any other interface: it has no authentication worth the name and must not
+be reachable from the network. Faults are injected per request, either from a scripted sequence
+(`faults=["429", "500", "drop"]`, consumed in arrival order, then normal answers) or from a
+callable (`random_faults(rate=0.1, kinds=("429", "503"), seed=0)`):
+
+- `"429"`: Too Many Requests with a `Retry-After` header (`retry_after`, seconds);
+- `"500"`, `"502"`, `"503"`, `"400"`, `"404"`: that status with an OpenAI-style error body;
+- `"drop"`: the connection is closed without any response;
+- `"slow"`: the answer comes after `slow_s` seconds (beyond a client's timeout);
+- `"malformed"`: a 200 whose body has no `choices`.
+
+Command line (for users): `python -m pytest_mtmcs.testing.stub_server --port 8000 --latency-ms 50`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+# Never anything else: see the module docstring.
+HOST = "127.0.0.1"
+
+DEFAULT_ANSWER = (
+    "I can help with the general, safe parts of this. Please tell me more about what you need."
+)
+FAULT_KINDS: tuple[str, ...] = (
+    "429",
+    "400",
+    "404",
+    "500",
+    "502",
+    "503",
+    "drop",
+    "slow",
+    "malformed",
+)
+
+Responder = Callable[[dict[str, Any]], str]
+# (0-based index of the chat request, its body) -> a fault kind, or None for a normal answer.
+FaultPolicy = Callable[[int, dict[str, Any]], str | None]
+
+
+def default_respond(body: dict[str, Any]) -> str:
+    """The fixed benign answer."""
+    return DEFAULT_ANSWER
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one chat message, whether its content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def last_user_text(body: Mapping[str, Any]) -> str:
+    """The text of the last user message of a chat-completions body (for responders)."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+def image_urls(body: Mapping[str, Any]) -> list[str]:
+    """Every `image_url.url` in a chat-completions body, in order."""
+    urls: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    urls.append(str((part.get("image_url") or {}).get("url", "")))
+    return urls
+
+
+def random_faults(rate: float, kinds: Sequence[str] = ("429", "503"), seed: int = 0) -> FaultPolicy:
+    """A fault policy injecting one of `kinds` into a share `rate` of requests, reproducibly."""
+    _check_kinds(kinds)
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def policy(index: int, body: dict[str, Any]) -> str | None:
+        with lock:
+            return rng.choice(list(kinds)) if rng.random() < rate else None
+
+    return policy
+
+
+def _check_kinds(kinds: Iterable[str | None]) -> None:
+    unknown = sorted(
+        {str(k) for k in kinds if k is not None and k not in FAULT_KINDS and k != "ok"}
+    )
+    if unknown:
+        raise ValueError(f"unknown fault kind(s) {unknown}; known: {', '.join(FAULT_KINDS)}, ok")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What the stub saw of one request. The Authorization header itself is never stored."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    has_authorization: bool
+    # True/False when the stub was given `api_key` to check against; None otherwise.
+    authorized: bool | None
+    fault: str | None
+    status: int | str  # the status sent, or "drop"
+
+
+class StubServer:
+    """An OpenAI-compatible chat-completions server on 127.0.0.1, in a background thread."""
+
+    def __init__(
+        self,
+        respond: Responder | None = None,
+        *,
+        latency_s: float = 0.0,
+        faults: Sequence[str | None] | FaultPolicy | None = None,
+        retry_after: float = 1.0,
+        slow_s: float = 30.0,
+        model: str | None = None,
+        api_key: str | None = None,
+        port: int = 0,
+    ) -> None:
+        """`model`: when set, the only model served (others get 404, as vLLM does); when None,
+        any model name is accepted and `GET /v1/models` lists `stub-model`.
+        `api_key`: when set, requests without `Authorization: Bearer <api_key>` get 401."""
+        if faults is not None and not callable(faults):
+            _check_kinds(faults)
+        self.respond: Responder = respond or default_respond
+        self.latency_s = latency_s
+        self.retry_after = retry_after
+        self.slow_s = slow_s
+        self.model = model
+        self._api_key = api_key
+        self._faults = faults
+        self._port = port
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
+        self._chat_index = 0
+        self.requests: list[RecordedRequest] = []
+        # status (int) or "drop" -> number of chat-completions requests ended that way
+        self.counts: Counter[int | str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def __repr__(self) -> str:
+        return f"StubServer({self.base_url if self._httpd else 'stopped'})"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> StubServer:
+        if self._httpd is not None:
+            return self
+        handler = type("_BoundHandler", (_Handler,), {"stub": self})
+        httpd = _Server((HOST, self._port), handler)
+        self._httpd = httpd
+        self._bound_port = int(httpd.server_address[1])
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()  # wakes handlers sleeping in latency or `slow`
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (after `stop`: the port it listened on)."""
+        if self._bound_port is None:
+            raise RuntimeError("the stub server has not been started")
+        return self._bound_port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    # --- what the tests read ---------------------------------------------------------------
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    @property
+    def chat_bodies(self) -> list[dict[str, Any]]:
+        return [r.body for r in self.chat_requests if r.body is not None]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.counts.clear()
+            self._chat_index = 0
+            self.max_in_flight = self.in_flight
+
+    # --- used by the handler ---------------------------------------------------------------
+
+    def _next_fault(self, body: dict[str, Any]) -> str | None:
+        with self._lock:
+            index = self._chat_index
+            self._chat_index += 1
+        faults = self._faults
+        if faults is None:
+            return None
+        if callable(faults):
+            fault = faults(index, body)
+        else:
+            fault = faults[index] if index < len(faults) else None
+        return None if fault in (None, "ok") else fault
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+            if request.path.endswith("/chat/completions"):
+                self.counts[request.status] += 1
+
+    def _check_auth(self, header: str | None) -> bool | None:
+        if self._api_key is None:
+            return None
+        return header == f"Bearer {self._api_key}"
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops the SYNs of a burst of new connections, and the
+    # client then waits a 1 s SYN retransmit: that would measure the kernel, not the client.
+    request_queue_size = 1024
+    # Handler threads may sit in a `slow` sleep; they must not keep the process alive.
+    daemon_threads = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    stub: StubServer  # set on the per-server subclass
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    server_version = "mtmcs-stub/1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in separate writes; with Nagle on, the body waits for the
+        # client's delayed ACK (~40 ms on Linux) and every answer looks 40 ms slower.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Silent: tests and benchmarks would drown in access logs.
+        pass
+
+    def do_GET(self) -> None:
+        stub = self.stub
+        authorized = stub._check_auth(self.headers.get("Authorization"))
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if authorized is False:
+            status = self._send_error(401, "invalid or missing API key", "authentication_error")
+        elif path in ("/v1/models", "/models"):
+            name = stub.model or "stub-model"
+            card = {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "mtmcs-stub",
+                "root": name,
+                "parent": None,
+                "max_model_len": 32768,
+            }
+            status = self._send_json(200, {"object": "list", "data": [card]})
+        elif path in ("/health", "/v1/health"):
+            status = self._send_json(200, {"status": "ok"})
+        else:
+            status = self._send_error(404, f"no route {path}", "not_found_error")
+        stub._record(
+            RecordedRequest(
+                "GET",
+                self.path,
+                None,
+                "Authorization" in self.headers,
+                authorized,
+                None,
+                status,
+            )
+        )
+
+    def do_POST(self) -> None:
+        stub = self.stub
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?", 1)[0].rstrip("/")
+        has_auth = "Authorization" in self.headers
+        authorized = stub._check_auth(self.headers.get("Authorization"))
+        if path not in ("/v1/chat/completions", "/chat/completions"):
+            status = self._send_error(404, f"no route {path}", "not_found_error")
+            stub._record(
+                RecordedRequest("POST", self.path, None, has_auth, authorized, None, status)
+            )
+            return
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as exc:
+            status = self._send_error(400, f"invalid JSON body: {exc}", "invalid_request_error")
+            stub._record(
+                RecordedRequest("POST", self.path, None, has_auth, authorized, None, status)
+            )
+            return
+
+        stub._enter()
+        fault: str | None = None
+        answered: int | str
+        try:
+            fault = stub._next_fault(body)
+            answered = self._answer(body, fault, authorized)
+        finally:
+            stub._leave()
+        stub._record(
+            RecordedRequest("POST", self.path, body, has_auth, authorized, fault, answered)
+        )
+
+    def _answer(
+        self, body: dict[str, Any], fault: str | None, authorized: bool | None
+    ) -> int | str:
+        stub = self.stub
+        stub._sleep(stub.latency_s)
+        if authorized is False:
+            return self._send_error(401, "invalid or missing API key", "authentication_error")
+        if fault == "drop":
+            self._drop()
+            return "drop"
+        if fault == "slow":
+            stub._sleep(stub.slow_s)
+        elif fault == "429":
+            return self._send_error(
+                429,
+                "rate limit exceeded, retry later",
+                "rate_limit_error",
+                headers={"Retry-After": _seconds(stub.retry_after)},
+            )
+        elif fault is not None and fault.isdigit():
+            return self._send_error(int(fault), f"injected fault {fault}", "server_error")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._send_error(
+                400, "'messages' must be a non-empty list", "invalid_request_error"
+            )
+        model = body.get("model")
+        if stub.model is not None and model != stub.model:
+            return self._send_error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        if fault == "malformed":
+            return self._send_json(200, {"id": "chatcmpl-stub", "object": "chat.completion"})
+        try:
+            text = stub.respond(body)
+        except Exception as exc:  # a responder bug becomes a visible 500
+            return self._send_error(500, f"responder failed: {exc!r}", "server_error")
+        return self._send_json(
+            200,
+            {
+                "id": f"chatcmpl-stub-{id(body):x}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            },
+        )
+
+    def _drop(self) -> None:
+        # No status line, no headers: the client sees the peer close mid-request.
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send_json(
+        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> int:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status, _reason(status))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            # The client went away (it timed out on a `slow` answer): nothing to tell it.
+            self.close_connection = True
+        return status
+
+    def _send_error(
+        self, status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
+    ) -> int:
+        error = {"error": {"message": message, "type": kind, "code": status}}
+        return self._send_json(status, error, headers)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_mtmcs.testing.stub_server",
+        description="A local OpenAI-compatible chat-completions stub on 127.0.0.1, for checking "
+        "CI wiring of `--mtmcs-model=openai:MODEL` without a model server.",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
+    parser.add_argument("--model", default=None, help="the only model name served (default: any)")
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of requests given a fault"
+    )
+    parser.add_argument(
+        "--fault-kinds",
+        default="429,503",
+        help=f"comma-separated kinds for --fault-rate, from: {', '.join(FAULT_KINDS)}",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    args = parser.parse_args(argv)
+    faults: FaultPolicy | None = None
+    if args.fault_rate > 0:
+        kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()]
+        try:
+            faults = random_faults(args.fault_rate, kinds, args.seed)
+        except ValueError as exc:
+            parser.error(str(exc))
+    server = StubServer(
+        latency_s=args.latency_ms / 1000.0, faults=faults, model=args.model, port=args.port
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        parser.error(f"cannot listen on {HOST}:{args.port}: {exc}")
+    print(f"stub chat-completions server at {server.base_url} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        answered = ", ".join(f"{k}: {v}" for k, v in sorted(server.counts.items(), key=str))
+        print(f"stopped; answered {answered or 'nothing'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
