@@ -178,7 +178,10 @@ def write_baseline(
     """Writes (or merges into) a baseline file atomically; returns its path."""
     path = baseline_path(root, name, suite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    collection = SnapshotCollection(location=str(path))
+    # Written beside the target, then renamed over it: an interrupted update leaves the previous
+    # baseline intact, and readers never see half a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    collection = SnapshotCollection(location=str(tmp))
     if keep_others and path.exists():
         old = BaselineSerializer.read_file(str(path))
         for snap in old:
@@ -187,8 +190,13 @@ def write_baseline(
     for r in results:
         collection.add(Snapshot(name=r.id, data=entry_line(r)))
     collection.add(Snapshot(name=HEADER, data=header_text(header)))
-    # Atomic: syrupy writes a temporary file and renames it over the old one.
-    BaselineSerializer.write_file(collection, merge=False, file_lock=True)
+    try:
+        BaselineSerializer.write_file(collection, merge=False, file_lock=False)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

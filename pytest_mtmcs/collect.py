@@ -30,10 +30,6 @@ class DialogueFailure(Exception):
     """A dialogue that is not ok under the gate: shown as its transcript, not our stack."""
 
 
-class BackendFailure(Exception):
-    """The model backend failed for this dialogue: an error, never a pass or a skip."""
-
-
 def mtmcs_dialogue(request: pytest.FixtureRequest) -> None:
     """Grades one dialogue of a safety suite (the model ran in setup)."""
     item = request.node
@@ -92,6 +88,6 @@ class DialogueItem(pytest.Function):
         return where, self.lineno - 1 if self.lineno else None, self.name
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
-        if isinstance(excinfo.value, (DialogueFailure, BackendFailure, MtmcsError)):
+        if isinstance(excinfo.value, (DialogueFailure, MtmcsError)):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

@@ -318,18 +318,21 @@ def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
             if rate.n == 0:
                 continue
             comp = comps.get((bucket, metric))
-            paired = comp is not None and comp.n_pairs > 0
             lo, hi = rate.interval
+            base = delta = p = "-"
+            if comp is not None and comp.n_pairs > 0:
+                base, p = _f(comp.base.value), f"{comp.p_holm:.3g}"
+                delta = "-" if comp.delta is None else f"{comp.delta:+.3f}"
             rows.append(
                 [
                     bucket,
                     str(rate.n),
                     metric,
                     _f(rate.value),
-                    _f(comp.base.value) if paired else "-",
-                    f"{comp.delta:+.3f}" if paired and comp.delta is not None else "-",
+                    base,
+                    delta,
                     f"[{lo:.2f}, {hi:.2f}]",
-                    f"{comp.p_holm:.3g}" if paired else "-",
+                    p,
                     _gate_status(s, bucket, metric, comp),
                 ]
             )
@@ -345,8 +348,11 @@ def summary_markdown(data: ReportData) -> str:
     judge = info.get("judge") or {}
     lines.append(
         f"model `{info.get('model') or '-'}` · judge `{judge.get('name', '-')}`"
-        + (f" · baselines {', '.join(f'`{n}`' for n in data.baseline_names())}"
-           if data.baseline_names() else "")
+        + (
+            f" · baselines {', '.join(f'`{n}`' for n in data.baseline_names())}"
+            if data.baseline_names()
+            else ""
+        )
     )
     lines.extend(f"> {n}" for n in data.notes)
     for s in data.suites:
@@ -428,7 +434,12 @@ def write_report(
     """Writes the report files into `dir` (created if needed) and returns it."""
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = ReportData(suites=list(suites), info=dict(info))
+    model = info.get("model")
+    data = ReportData(
+        suites=list(suites),
+        info=dict(info),
+        current_name=f"this run ({model})" if model else "this run",
+    )
     baselines = session.baselines() if session is not None else None
     for s in suites:
         for b in s.baselines:
@@ -450,8 +461,10 @@ def write_files(out: Path, data: ReportData, *, tables: bool = True) -> None:
         _atomic(out / "results.parquet", lambda p: df.to_parquet(p, index=False))
         _atomic(out / "results.csv", lambda p: df.to_csv(p, index=False))
         _write_transcripts(out / "transcripts.jsonl", data)
-        _write_text(out / "run.json", json.dumps(run_json(data), indent=2, sort_keys=True,
-                                                   default=_json_default) + "\n")
+        _write_text(
+            out / "run.json",
+            json.dumps(run_json(data), indent=2, sort_keys=True, default=_json_default) + "\n",
+        )
     md = summary_markdown(data)
     _write_text(out / "summary.md", md)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -535,7 +548,7 @@ def load_side(path_text: str) -> Loaded:
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise many kinds; say which file
+    except Exception as exc:  # pyarrow/pandas raise many kinds; say which file
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     results = results_from_rows(df.to_dict("records"), str(path))
     by_suite: dict[str, list[DialogueResult]] = {}
@@ -565,7 +578,7 @@ def _load_ambr(path: Path) -> Loaded:
     suite = path.stem
     try:
         collection = BaselineSerializer.read_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - syrupy's parse errors are not typed
+    except Exception as exc:  # syrupy's parse errors are not typed
         raise ConfigError(f"{path}: cannot read as a baseline file: {exc}") from None
     if collection.tainted:
         raise ConfigError(
@@ -582,8 +595,9 @@ def _load_ambr(path: Path) -> Loaded:
             results.append(parse_entry(suite, snap.name, text, str(path)))
     if not results:
         raise ConfigError(f"{path}: holds no dialogue entries")
-    return Loaded(path.parent.name or suite, {suite: results}, {suite: header}, {},
-                  header.get("model"))
+    return Loaded(
+        path.parent.name or suite, {suite: results}, {suite: header}, {}, header.get("model")
+    )
 
 
 def compare_data(
@@ -619,9 +633,13 @@ def compare_data(
         raise ConfigError("compare: the two files share no suite")
 
     base_label = baseline.name if baseline.name != current.name else f"{baseline.name} (B)"
-    data = ReportData(suites=[], info={"model": current.model or current.name},
-                      title=f"pytest-mtmcs compare: {current.name} vs {base_label}",
-                      current_name=current.name, notes=notes)
+    data = ReportData(
+        suites=[],
+        info={"model": current.model or current.name},
+        title=f"pytest-mtmcs compare: {current.name} vs {base_label}",
+        current_name=current.name,
+        notes=notes,
+    )
     for a, b in pairs:
         spec = buckets_spec or current.buckets.get(a) or baseline.buckets.get(b) or DEFAULT
         buckets = Buckets.parse(spec, "--buckets")

@@ -292,7 +292,10 @@ class Engine:
             verdict=verdict,
             score=score,
             replies=tuple(s.replies),
-            questions=questions if s.error is None else (),
+            # A failed dialogue's questions count as unanswered, never vanish from the denominator.
+            questions=questions
+            if s.error is None
+            else tuple(QuestionResult(q.kind, q.answer, None, "", q.tag) for q in d.questions),
             error=s.error,
             trajectory=d.trajectory,
             cache_hits=s.cache_hits,

@@ -22,7 +22,6 @@ from pytest_mtmcs.collect import (
     DIALOGUE_KEY,
     RESULT_KEY,
     SESSION_KEY,
-    BackendFailure,
     DialogueFailure,
     DialogueItem,
 )
@@ -248,10 +247,12 @@ class MtmcsSession:
         item.stash[RESULT_KEY] = result
         item.user_properties.extend(self._properties(item, result))
         if result.error is not None:
-            raise BackendFailure(
+            # pytrace=False: the message is the report; our stack is of no use to the reader.
+            pytest.fail(
                 f"{item.name}: model backend failed: {result.error}\n"
                 "Counted as an error (never a pass). Completed turns are in the response cache; "
-                "re-run to resume."
+                "re-run to resume.",
+                pytrace=False,
             )
 
     # -- outcomes -------------------------------------------------------------------------

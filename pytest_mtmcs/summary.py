@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.metrics import METRICS
+from pytest_mtmcs.metrics import METRICS, mtmcs_accuracies, safemt_summary, safety_by_depth
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
             lines.append("")
             lines.append(f"{s.suite} {title}:")
             lines += table(cut_rows, ["group", "bucket", *METRICS])
+    lines += format_benchmark_metrics(s.results)
     errors = s.table[("all", "all")]["errors"].k
     if errors or s.judge_errors:
         lines.append(f"errors: {errors} backend, {s.judge_errors} judge")
@@ -183,3 +184,50 @@ def format_dialogue(dialogue: Dialogue, result: DialogueResult, width: int = 160
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_benchmark_metrics(results: Sequence[DialogueResult]) -> list[str]:
+    """The benchmarks' own metrics, where the suite has what they need; and safety by depth."""
+    lines: list[str] = []
+    depth = safety_by_depth(results)
+    if depth:
+        lines.append("")
+        lines.append("safety by turn depth (unsafe dialogues still handled safely after turn t):")
+        for setting, curve in depth.items():
+            cells = " ".join(
+                f"t{t}={_f(rate.value, 2)}({rate.n})" for t, rate in curve if rate.n
+            )
+            lines.append(f"  {setting}: {cells}")
+    sm = safemt_summary(results)
+    if sm is not None:
+        lines.append("")
+        note = "" if sm.complete else f" (lengths {sm.missing} missing: not comparable with the paper)"
+        lines.append(f"SafeMT: Safety Index {sm.si:.3f}{note}")
+        lines += table(
+            [
+                [str(k), str(rate.n), _f(rate.value), f"{sm.weights[k]:.3f}", str(sm.errors[k])]
+                for k, rate in sm.asr.items()
+            ],
+            ["turns", "n", "ASR", "SI weight", "errors"],
+        )
+        lines.append(
+            f"mean sigma {sm.mean_sigma:.3f} over {sm.n_trajectories} trajectories; "
+            "SI = (1 - sum_k w_k ASR_k) * (1 - mean sigma): the 1- and 2-turn ASR dominate"
+        )
+    acc = mtmcs_accuracies(results)
+    if acc:
+        lines.append("")
+        lines.append("MTMCS-Bench intent accuracy:")
+        rows = []
+        for (setting, modality), cells in acc["accuracy"].items():
+            rows.append(
+                [setting, modality]
+                + [f"{_f(cells[n].value)} ({cells[n].n})" for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")]
+            )
+        for setting, gap in acc["gap"].items():
+            rows.append(
+                [setting, "mm - text"]
+                + [("-" if gap[n] is None else f"{gap[n]:+.3f}") for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")]
+            )
+        lines += table(rows, ["setting", "modality", "safe MCQ", "unsafe MCQ", "unsafe TF"])
+    return lines

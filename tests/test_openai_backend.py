@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -430,7 +430,8 @@ def test_base_url_from_the_environment(stub: StubServer, monkeypatch: pytest.Mon
         ("", BackendOptions(base_url="http://h/v1"), "openai:MODEL"),
         ("m", BackendOptions(base_url="ftp://h/v1"), "--mtmcs-base-url"),
         ("m", BackendOptions(base_url="http://h/v1", concurrency=0), "--mtmcs-concurrency"),
-        ("m", BackendOptions(base_url="http://h/v1", timeout_s=0), "timeout"),
+        ("m", BackendOptions(base_url="http://h/v1", timeout_s=0), "--mtmcs-timeout"),
+        ("m", BackendOptions(base_url="http://h/v1", max_retries=-1), "--mtmcs-retries"),
         ("m", BackendOptions(base_url="http://h/v1", extra={"backoff_base_s": "x"}), "backoff"),
     ],
 )
@@ -467,7 +468,7 @@ def test_backoff_grows_exponentially_on_average() -> None:
 
 
 def test_parse_retry_after() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     later = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({"retry-after": "1.5"}) == 1.5

@@ -92,7 +92,7 @@ def test_mcnemar_symmetric_and_in_range(b: int, c: int) -> None:
 
 @given(st.integers(0, 200), st.integers(0, 200))
 def test_mcnemar_more_imbalance_is_more_significant(b: int, c: int) -> None:
-    # Moving one concordant-direction count to the majority side never raises p.
+    # One more discordant pair on the majority side never raises p.
     if b >= c:
         assert mcnemar_exact(b + 1, c) <= mcnemar_exact(b, c)
 

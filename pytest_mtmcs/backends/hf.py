@@ -98,9 +98,7 @@ def resolve_model(ref: str, option: str = "--mtmcs-model") -> tuple[Path, str | 
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = Path(
-            snapshot_download(repo_id, revision=revision or None, local_files_only=True)
-        )
+        folder = Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
         fetch = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
         raise ConfigError(
@@ -172,7 +170,9 @@ class HFBackend:
         if self._threads is not None and device == "cpu":
             # Process-wide. Greedy outputs do not depend on the thread count.
             torch.set_num_threads(self._threads)
-        dtype: Any = "auto" if self._options.dtype == "auto" else getattr(torch, self._options.dtype)
+        dtype: Any = (
+            "auto" if self._options.dtype == "auto" else getattr(torch, self._options.dtype)
+        )
         kwargs: dict[str, Any] = {
             "local_files_only": True,
             "trust_remote_code": self._options.trust_remote_code,
@@ -183,17 +183,18 @@ class HFBackend:
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self.processor = AutoProcessor.from_pretrained(self._folder, **kwargs)
+            self.processor: Any = AutoProcessor.from_pretrained(self._folder, **kwargs)
             # device "auto" spreads a model too big for one GPU over all visible ones.
             placement = {"device_map": "auto"} if device == "auto" else {}
-            self.model = AutoModelForImageTextToText.from_pretrained(
+            model: Any = AutoModelForImageTextToText.from_pretrained(
                 self._folder, dtype=dtype, **placement, **kwargs
             )
             if device != "auto":
-                self.model.to(device)
+                model.to(device)
+            self.model: Any = model
         except (ConfigError, BackendError):
             raise
-        except Exception as exc:  # noqa: BLE001 - transformers raises many types while loading
+        except Exception as exc:  # transformers raises many types while loading
             hint = ""
             if "trust_remote_code" in str(exc):
                 hint = " (this model ships its own code: pass --mtmcs-trust-remote-code if you trust it)"
@@ -248,7 +249,7 @@ class HFBackend:
         try:
             index = torch.device(self.device).index if self.device != "auto" else None
             free, _ = torch.cuda.mem_get_info(index)
-        except Exception:  # noqa: BLE001 - no CUDA context: fall back to the default
+        except Exception:  # no CUDA context: fall back to the default
             return DEFAULT_BATCH_GPU
         text = getattr(self.model.config, "text_config", self.model.config)
         layers = int(getattr(text, "num_hidden_layers", 32))
@@ -332,7 +333,7 @@ class HFBackend:
             return cached
         try:
             image = open_image(ref.data())
-        except Exception as exc:  # noqa: BLE001 - decoding untrusted bytes
+        except Exception as exc:  # decoding untrusted bytes
             where = f" ({ref.where})" if getattr(ref, "where", "") else ""
             raise BackendError(f"cannot decode image{where}: {exc}") from None
         if budget is not None and self._pixel_budget_size is None:
@@ -347,7 +348,7 @@ class HFBackend:
     ) -> list[Generation]:
         try:
             return list(self._generate_batch(conversations, settings))
-        except Exception as exc:  # noqa: BLE001 - isolate failures to the requests that cause them
+        except Exception as exc:  # isolate failures to the requests that cause them
             if _is_oom(exc):
                 self._free_memory()
                 if len(conversations) == 1:
@@ -431,4 +432,3 @@ def _downscale(image: Image.Image, max_pixels: int) -> Image.Image:
     from PIL import Image as PILImage
 
     return image.resize(size, PILImage.Resampling.BICUBIC)
-

@@ -64,6 +64,8 @@ ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_API_KEY = "OPENAI_API_KEY"
 BASE_URL_OPTION = "--mtmcs-base-url"
 CONCURRENCY_OPTION = "--mtmcs-concurrency"
+TIMEOUT_OPTION = "--mtmcs-timeout"
+RETRIES_OPTION = "--mtmcs-retries"
 
 # How much of a server's error text goes into a message.
 MAX_ERROR_TEXT = 300
@@ -573,9 +575,11 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
     if options.concurrency < 1:
         raise ConfigError(f"{CONCURRENCY_OPTION}={options.concurrency}: must be at least 1")
     if not options.timeout_s > 0:
-        raise ConfigError(f"openai backend: timeout {options.timeout_s!r} s must be positive")
+        raise ConfigError(
+            f"{TIMEOUT_OPTION}={options.timeout_s!r}: must be a positive number of seconds"
+        )
     if options.max_retries < 0:
-        raise ConfigError(f"openai backend: max_retries {options.max_retries} must be >= 0")
+        raise ConfigError(f"{RETRIES_OPTION}={options.max_retries}: must be 0 or more")
     extra = options.extra
     retry = RetryPolicy(
         max_retries=options.max_retries,

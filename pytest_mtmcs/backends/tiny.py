@@ -166,7 +166,9 @@ def _train_tokenizer(num_merges: int = 400) -> Any:
         pad_token="<|endoftext|>",
         unk_token=None,
         bos_token=None,
-        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
+        extra_special_tokens=[
+            t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")
+        ],
         padding_side="left",
         clean_up_tokenization_spaces=False,
         model_max_length=32768,
@@ -194,7 +196,7 @@ def _garbage_tokens(tokenizer: Any) -> list[int]:
 
 def _build_config(name: str, tokenizer: Any) -> Any:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text = {
+    text: dict[str, Any] = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -205,7 +207,11 @@ def _build_config(name: str, tokenizer: Any) -> Any:
         # Far above the usual 0.02: with tiny random weights that small, every reply is the last
         # prompt token repeated; this makes replies depend on the whole prompt and the image.
         "initializer_range": INIT_RANGE,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1_000_000.0,
+            "mrope_section": [2, 3, 3],
+        },
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
@@ -220,7 +226,7 @@ def _build_config(name: str, tokenizer: Any) -> Any:
     if name == "qwen2-vl":
         from transformers import Qwen2VLConfig
 
-        vision = {
+        vision: dict[str, Any] = {
             "depth": 2,
             "embed_dim": 32,
             "hidden_size": 64,
@@ -252,7 +258,9 @@ def build_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
     if name not in BUILDABLE:
-        raise ConfigError(f"cannot build tiny checkpoint {name!r}; buildable: {', '.join(BUILDABLE)}")
+        raise ConfigError(
+            f"cannot build tiny checkpoint {name!r}; buildable: {', '.join(BUILDABLE)}"
+        )
     tokenizer = _train_tokenizer()
     config = _build_config(name, tokenizer)
     torch.manual_seed(seed)

@@ -74,6 +74,9 @@ Factory = Callable[[str, Any], Judge]
 
 BUILTIN: dict[str, str] = {
     "rules": "pytest_mtmcs.judges.rules:create",
+    "rubric": "pytest_mtmcs.judges.model_judges:create_rubric",
+    "safe-unsafe": "pytest_mtmcs.judges.model_judges:create_safe_unsafe",
+    "guard": "pytest_mtmcs.judges.model_judges:create_guard",
 }
 
 
