@@ -35,6 +35,7 @@ from pytest_mtmcs.errors import BackendError, ConfigError
 from pytest_mtmcs.records import ChatRequest, DialogueResult, GenerationSettings, Message
 
 GUARD_OPTION = "--mtmcs-guard"
+GUARD_BASE_URL_OPTION = "--mtmcs-guard-base-url"
 STAGES = ("input", "output", "both")
 INPUT_REFUSAL = "I can't help with that request. (This message was blocked by a safety filter.)"
 OUTPUT_REFUSAL = "I can't share that response. (It was withheld by a safety filter.)"
@@ -145,7 +146,7 @@ class ModelGuard:
             answers: list[Generation] = list(self.backend.generate(requests))
         except BackendError as exc:
             answers = [exc] * len(requests)
-        except Exception as exc:  # noqa: BLE001 - a guard bug fails the request, visibly
+        except Exception as exc:  # a guard bug fails the request, visibly
             answers = [BackendError(f"{type(exc).__name__}: {exc}")] * len(requests)
         if len(answers) != len(requests):
             answers = [BackendError("guard backend returned the wrong number of answers")] * len(
@@ -211,7 +212,7 @@ class GuardedBackend:
         to_model = [i for i, r in enumerate(requests) if r.meta.purpose != "turn"]
         if self.input_guard is not None and turn_idx:
             verdicts = self.input_guard.screen([(requests[i].messages, None) for i in turn_idx])
-            for i, v in zip(turn_idx, verdicts):
+            for i, v in zip(turn_idx, verdicts, strict=True):
                 if isinstance(v, BackendError):
                     out[i] = BackendError(f"input guard {self.input_guard.identity}: {v}")
                 elif v:
@@ -226,10 +227,12 @@ class GuardedBackend:
             replies = self.inner.generate([requests[i] for i in to_model])
             if len(replies) != len(to_model):
                 replies = [
-                    BackendError(f"backend {self.inner.spec} returned {len(replies)} results for "
-                                 f"{len(to_model)} requests")
+                    BackendError(
+                        f"backend {self.inner.spec} returned {len(replies)} results for "
+                        f"{len(to_model)} requests"
+                    )
                 ] * len(to_model)
-            for i, rep in zip(to_model, replies):
+            for i, rep in zip(to_model, replies, strict=True):
                 out[i] = rep
         if self.output_guard is not None:
             check = [
@@ -240,7 +243,7 @@ class GuardedBackend:
             verdicts = self.output_guard.screen(
                 [(requests[i].messages, str(out[i])) for i in check]
             )
-            for i, v in zip(check, verdicts):
+            for i, v in zip(check, verdicts, strict=True):
                 if isinstance(v, BackendError):
                     out[i] = BackendError(f"output guard {self.output_guard.identity}: {v}")
                 elif v:
@@ -299,13 +302,21 @@ def parse_guard_spec(spec: str, option: str = GUARD_OPTION) -> GuardSpec:
     return GuardSpec(stages, guard)
 
 
-def make_guard(guard: str, options: BackendOptions | None = None, option: str = GUARD_OPTION) -> Guard:
+def make_guard(
+    guard: str, options: BackendOptions | None = None, option: str = GUARD_OPTION
+) -> Guard:
     if guard == "keywords":
         return KeywordGuard()
     from pytest_mtmcs.judges.model_judges import make_backend, split_guard_mode
 
     mode, backend_spec = split_guard_mode(guard.partition(":")[2])
-    backend = make_backend("guard", backend_spec, options or BackendOptions(), option=option)
+    backend = make_backend(
+        "guard",
+        backend_spec,
+        options or BackendOptions(),
+        option=option,
+        base_url_option=GUARD_BASE_URL_OPTION,
+    )
     return ModelGuard(backend, mode)
 
 

@@ -349,7 +349,9 @@ class MtmcsSession:
         if report.when != "call" or status is None:
             return None
         if status == "regressed":
-            return "regressed", "R", ("REGRESSED", {"red": True, "bold": True})
+            # Under the items gate a regression is a failed test (listed under FAILURES).
+            category = "failed" if report.failed else "regressed"
+            return category, "R", ("REGRESSED", {"red": True, "bold": True})
         if status == "fixed" and report.passed:
             return "fixed", "+", ("FIXED", {"green": True})
         return None

@@ -63,9 +63,11 @@ def encode(suite: str, entries: Mapping[tuple[str, int], str], header_sha256: st
             ensure_ascii=False,
         )
     ]
-    for (did, turn) in sorted(entries):
+    for did, turn in sorted(entries):
         lines.append(
-            json.dumps({"id": did, "user_turn": turn, "text": entries[(did, turn)]}, ensure_ascii=False)
+            json.dumps(
+                {"id": did, "user_turn": turn, "text": entries[(did, turn)]}, ensure_ascii=False
+            )
         )
     raw = ("\n".join(lines) + "\n").encode("utf-8")
     buffer = io.BytesIO()
@@ -111,7 +113,9 @@ def write_transcripts(
     return target
 
 
-def read_transcripts_with_header(path: str | os.PathLike[str]) -> tuple[Transcripts, dict[str, Any]]:
+def read_transcripts_with_header(
+    path: str | os.PathLike[str],
+) -> tuple[Transcripts, dict[str, Any]]:
     """(entries, header) from a transcripts file; ConfigError naming file and line when bad."""
     where = str(path)
     try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.errors import BackendError, ConfigError
 from pytest_mtmcs.images import open_image
-from pytest_mtmcs.records import ChatRequest, GenerationSettings
+from pytest_mtmcs.records import ChatRequest, GenerationSettings, ImageRef
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -144,6 +144,11 @@ class HFBackend:
             raise ConfigError(
                 f"--mtmcs-dtype={options.dtype!r}: expected one of {', '.join(DTYPES)}"
             )
+        requested = options.batch_size
+        if requested is not None and requested != AUTO_BATCH and requested < 1:
+            raise ConfigError(
+                f"--mtmcs-batch-size={requested}: expected a positive integer or auto"
+            )
         if local_folder:
             self._folder, self._revision = Path(model_ref), None
         else:
@@ -232,10 +237,6 @@ class HFBackend:
 
     def _choose_batch_size(self, requested: int | None) -> int:
         if requested is not None and requested != AUTO_BATCH:
-            if requested < 1:
-                raise ConfigError(
-                    f"--mtmcs-batch-size={requested}: expected a positive integer or auto"
-                )
             return requested
         on_gpu = str(self.device).startswith("cuda") or self.device == "auto"
         if requested is None:
@@ -324,7 +325,7 @@ class HFBackend:
             conversation.append({"role": message.role, "content": content})
         return conversation
 
-    def _image(self, ref: Any, request: ChatRequest) -> Image.Image:
+    def _image(self, ref: ImageRef, request: ChatRequest) -> Image.Image:
         budget = request.settings.max_pixels
         key = f"{ref.sha256}:{budget if self._pixel_budget_size is None else ''}"
         cached = self._images.get(key)
@@ -334,8 +335,8 @@ class HFBackend:
         try:
             image = open_image(ref.data())
         except Exception as exc:  # decoding untrusted bytes
-            where = f" ({ref.where})" if getattr(ref, "where", "") else ""
-            raise BackendError(f"cannot decode image{where}: {exc}") from None
+            where = f" {ref.where}" if ref.where else ""
+            raise BackendError(f"{self.spec}: cannot decode image{where}: {exc}") from None
         if budget is not None and self._pixel_budget_size is None:
             image = _downscale(image, budget)
         self._images[key] = image

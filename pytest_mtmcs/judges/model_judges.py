@@ -61,7 +61,9 @@ SHOWN_ANSWER = 80
 class JudgmentCache(Protocol):
     def get_many(self, keys: Sequence[str]) -> dict[str, str]: ...
 
-    def put_many(self, items: Mapping[str, str], *, namespace: str = ..., model: str = ...) -> None: ...
+    def put_many(
+        self, items: Mapping[str, str], *, namespace: str = ..., model: str = ...
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,9 @@ def resolve_options(options: Any) -> ModelJudgeOptions:
     if backend is None:
         backend = BackendOptions()
     if not isinstance(backend, BackendOptions):
-        raise TypeError(f"judge options: backend must be BackendOptions, not {type(backend).__name__}")
+        raise TypeError(
+            f"judge options: backend must be BackendOptions, not {type(backend).__name__}"
+        )
     base_url = pick("base_url")
     if base_url:
         from dataclasses import replace
@@ -101,19 +105,26 @@ def resolve_options(options: Any) -> ModelJudgeOptions:
     return ModelJudgeOptions(backend=backend, cache=pick("cache"))
 
 
-def make_backend(name: str, rest: str, options: BackendOptions, *, option: str = JUDGE_OPTION) -> Backend:
-    """The judge's backend from its spec, with messages that name the judge option."""
+def make_backend(
+    name: str,
+    rest: str,
+    options: BackendOptions,
+    *,
+    option: str = JUDGE_OPTION,
+    base_url_option: str = JUDGE_BASE_URL_OPTION,
+) -> Backend:
+    """The judge's (or a guard's) backend from its spec, with messages naming the option."""
     shown = f"{option}={name}:{rest}"
     if not rest.strip():
         raise ConfigError(
             f"{shown}: expected {name}:BACKEND-SPEC, e.g. {name}:openai:MODEL "
-            f"(with {JUDGE_BASE_URL_OPTION}=URL), {name}:hf:PATH or {name}:tiny:qwen2.5-vl"
+            f"(with {base_url_option}=URL), {name}:hf:PATH or {name}:tiny:qwen2.5-vl"
         )
     prefix, _ = split_spec(rest, shown)
     if prefix == "openai" and not (options.base_url or os.environ.get(ENV_BASE_URL)):
         raise ConfigError(
-            f"{shown}: the judge's OpenAI-compatible server needs a base URL: pass "
-            f"{JUDGE_BASE_URL_OPTION}=http://HOST:8000/v1 or set {ENV_BASE_URL}"
+            f"{shown}: the OpenAI-compatible server of this {name} needs a base URL: pass "
+            f"{base_url_option}=http://HOST:8000/v1 or set {ENV_BASE_URL}"
         )
     try:
         return create_backend(rest, options, option=shown)
@@ -161,7 +172,9 @@ _SCORE = re.compile(
     r"^[ \t*_#>\-]*score[ \t*_]*[:=][ \t*_]*(\d+(?:\.\d+)?)[ \t*_]*(?:/[ \t]*5)?(?=[ \t*_.,;]|$)",
     re.IGNORECASE | re.MULTILINE,
 )
-_REASON = re.compile(r"^[ \t*_#>\-]*reason[ \t*_]*[:=][ \t*_]*(.+?)[ \t*_]*$", re.IGNORECASE | re.MULTILINE)
+_REASON = re.compile(
+    r"^[ \t*_#>\-]*reason[ \t*_]*[:=][ \t*_]*(.+?)[ \t*_]*$", re.IGNORECASE | re.MULTILINE
+)
 _LEAD = re.compile(
     r"^[\s*_#>`\"'\-]*(?:(?:answer|verdict|assessment|judgment|judgement|label|safety)"
     r"[ \t*_]*[:=][\s*_`\"']*)?",
@@ -271,7 +284,9 @@ class _ModelJudge:
             messages=messages,
         )
 
-    def ask(self, prompts: Sequence[tuple[tuple[Message, ...], RequestMeta]]) -> list[str | BackendError]:
+    def ask(
+        self, prompts: Sequence[tuple[tuple[Message, ...], RequestMeta]]
+    ) -> list[str | BackendError]:
         """Raw answers per prompt, cache first; a failed request gives its BackendError."""
         keys: list[str] = []
         found: dict[str, str] = {}
@@ -293,13 +308,13 @@ class _ModelJudge:
             fresh: list[str | BackendError] = list(self.backend.generate(requests))
         except BackendError as exc:
             fresh = [exc] * len(todo)
-        except Exception as exc:  # noqa: BLE001 - a backend bug is still a failed judgment
+        except Exception as exc:  # a backend bug is still a failed judgment
             fresh = [BackendError(f"{type(exc).__name__}: {exc}")] * len(todo)
         if len(fresh) != len(todo):
             err = BackendError(f"returned {len(fresh)} answers for {len(todo)} prompts")
             fresh = [err] * len(todo)
         store: dict[str, str] = {}
-        for i, res in zip(todo, fresh):
+        for i, res in zip(todo, fresh, strict=True):
             out[i] = res
             if keys and isinstance(res, str) and self.parses(res):
                 store[keys[i]] = res
@@ -320,7 +335,7 @@ class _ModelJudge:
         ]
         answers = self.ask(prompts)
         out: list[Judgment] = []
-        for it, ans in zip(items, answers):
+        for it, ans in zip(items, answers, strict=True):
             if isinstance(ans, BackendError):
                 out.append(Judgment(None, error=f"{self.name} judge: backend failed: {ans}"))
             else:
@@ -405,7 +420,9 @@ class SafeUnsafeJudge(_ModelJudge):
 
     def messages(self, item: JudgeInput) -> tuple[Message, ...]:
         d = item.dialogue
-        question = d.intent.strip() if d.intent and d.label == "unsafe" else P.SAFE_UNSAFE_NO_QUESTION
+        question = (
+            d.intent.strip() if d.intent and d.label == "unsafe" else P.SAFE_UNSAFE_NO_QUESTION
+        )
         text = P.SAFE_UNSAFE.format(
             question=question,
             conversation=P.format_conversation(item.history),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pytest_mtmcs.records import Message
 
@@ -25,7 +26,9 @@ PROMPTS_VERSION = "1"
 IMAGE_NOTE = "[an image was attached to this message; the judge does not see it]"
 
 
-def format_conversation(history: Sequence[Message], *, user: str = "User", agent: str = "Assistant") -> str:
+def format_conversation(
+    history: Sequence[Message], *, user: str = "User", agent: str = "Assistant"
+) -> str:
     """Numbered transcript lines: `[User, turn 2] ...` / `[Assistant] ...`.
 
     User turns are numbered because the rubric's guidance refers to them ("the first turn", "the
@@ -238,7 +241,7 @@ def prompt_hash(*parts: str) -> str:
     return h.hexdigest()
 
 
-def _mapping_text(m: Mapping[object, str]) -> str:
+def _mapping_text(m: Mapping[Any, str]) -> str:
     return ";".join(f"{k}={m[k]}" for k in sorted(m, key=str))
 
 
@@ -262,4 +265,6 @@ def safe_unsafe_hash() -> str:
 def guard_hash(mode: str) -> str:
     if mode == "chat":
         return prompt_hash(GUARD_CHAT_MODE)
-    return prompt_hash(GUARD_PROMPT, guard_categories_text(), _mapping_text(GUARD_TARGETS), IMAGE_NOTE)
+    return prompt_hash(
+        GUARD_PROMPT, guard_categories_text(), _mapping_text(GUARD_TARGETS), IMAGE_NOTE
+    )
