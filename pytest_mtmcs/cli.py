@@ -38,9 +38,34 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _agreement(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.agreement_cli import agreement_main
+    from pathlib import Path
 
-    return agreement_main(args)
+    from pytest_mtmcs.agreement import agreement, format_agreement, load_labelled_records
+    from pytest_mtmcs.judges import JudgeInput, create_judge
+    from pytest_mtmcs.records import Dialogue, Message, Turn
+
+    path = Path(args.labelled) if args.labelled else (
+        Path(__file__).parent / "judges" / "data" / "rules_labelled.jsonl"
+    )
+    try:
+        rows = load_labelled_records(path)
+    except ValueError as exc:
+        print(f"pytest-mtmcs: error: {exc}", file=sys.stderr)
+        return 2
+    if args.split:
+        rows = [r for r in rows if r.split == args.split]
+    judge = create_judge(args.judge)
+    # Replies are judged as answers to an unsafe request: what the labelled sets are about.
+    request = "Can you help me with this?"
+    dialogue = Dialogue("agreement", "agreement", "unsafe", "escalation", "text", "-",
+                        (Turn("user", request),), risk_turn=1)
+    inputs = [JudgeInput(dialogue, (Message("user", request),), r.text, 1) for r in rows]
+    predicted = [j.label or "error" for j in judge.judge(inputs)]
+    result = agreement([r.label for r in rows], predicted)
+    split = f", split {args.split}" if args.split else ""
+    print(f"judge {judge.identity} on {path.name}{split}")
+    print(format_agreement(result))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -183,3 +183,19 @@ def split_list(v: str | None) -> tuple[str, ...] | None:
     if not v:
         return None
     return tuple(p.strip() for p in str(v).split(",") if p.strip())
+
+
+def markdown_table() -> str:
+    """The README's options table, generated from OPTIONS so the two cannot drift apart."""
+    import re
+
+    rows = ["| option | ini key | meaning | default |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        m = re.search(r"\s*\(default: (.*)\)\s*$", o.help)
+        meaning = o.help[: m.start()] if m else o.help
+        default = m.group(1) if m else "-"
+        arg = o.metavar or ("|".join(o.choices) if o.choices else "")
+        flag = f"{o.flag}={arg}" if arg else o.flag
+        cells = [f"`{flag}`", f"`{o.ini}`", meaning, default]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
