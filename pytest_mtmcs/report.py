@@ -496,12 +496,15 @@ def run_json(data: ReportData) -> dict[str, Any]:
 
 
 def _write_transcripts(path: Path, data: ReportData) -> None:
+    # One encoder for every row: json.dumps with a non-default option builds a new one per call.
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+
     def write(p: Path) -> None:
         with open(p, "w", encoding="utf-8") as fh:
             for s in data.suites:
                 placement = str(s.meta.get("settings", {}).get("image_placement") or "last")
                 rows = transcript_rows(s.results, data.dialogues.get(s.suite), placement)
-                fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                fh.writelines(encode(row) + "\n" for row in rows)
 
     _atomic(path, write)
 

@@ -14,7 +14,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.buckets import ALL
-from pytest_mtmcs.metrics import METRICS, Rate, bucket_table, mtmcs_accuracies, safemt_summary
+from pytest_mtmcs.metrics import METRICS, Rate, mtmcs_accuracies, safemt_summary, units
 from pytest_mtmcs.metrics import safety_by_depth as depth_curves
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
@@ -155,6 +155,24 @@ def _figure(
     )
     fig.suptitle(suptitle, fontsize=10, x=0.01, ha="left", color="#555")
     return _png(fig)
+
+
+def plot_table(results: Sequence[DialogueResult], buckets: Any) -> dict[tuple[str, str], Any]:
+    """The plotted metrics per bucket, shaped like `metrics.bucket_table`'s `all` rows.
+
+    Built from `metrics.units`, the definition the tables use, but only for the plotted metrics:
+    a baseline's full bucket table costs seconds at benchmark scale.
+    """
+    counts: dict[str, dict[str, list[int]]] = {}
+    for metric in PLOT_METRICS:
+        for bucket, ok in units(results, metric, buckets).values():
+            cell = counts.setdefault(bucket, {}).setdefault(metric, [0, 0])
+            cell[0] += int(ok)
+            cell[1] += 1
+    return {
+        (ALL, b): {m: Rate(*cells.get(m, (0, 0))) for m in PLOT_METRICS}
+        for b, cells in counts.items()
+    }
 
 
 def _tick(bucket: str, rate: Rate | None) -> str:
@@ -492,7 +510,7 @@ def _suite_section(data: ReportData, s: SuiteOutcome) -> str:
             label = f"{b.name} (not comparable)" if b.refused else b.name
             checkpoints_results.append((label, stored))
     tables = [(data.current_name, s.table)] + [
-        (cp, bucket_table(rs, s.buckets)) for cp, rs in checkpoints_results[1:]
+        (cp, plot_table(rs, s.buckets)) for cp, rs in checkpoints_results[1:]
     ]
     status = '<span class="fail">FAILED</span>' if s.failures else '<span class="ok">ok</span>'
     parts = [f"<h2>{_e(s.suite)}: {len(s.results)} dialogues, {status}</h2>"]

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_mtmcs import options as opts
 from pytest_mtmcs.collect import (
+    _shown_path,
     DIALOGUE_KEY,
     RESULT_KEY,
     SESSION_KEY,
@@ -135,7 +136,7 @@ class MtmcsSession:
         return suite
 
     def suite_of(self, item: DialogueItem) -> Suite:
-        spec = getattr(item.parent, "spec", None) or str(Path(item.path).parent)
+        spec = getattr(item.parent, "spec", None) or _shown_path(self.config, Path(item.path).parent)
         return self.load_suite(spec)
 
     # -- collection -------------------------------------------------------------------------

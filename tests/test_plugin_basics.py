@@ -1,0 +1,158 @@
+"""Collection, options, bad input and start-up cost, through pytester and subprocesses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_mtmcs.options import markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "suites" / "mtmcs_mini"
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> Path:
+    dest = pytester.path / "suites" / "mtmcs_mini"
+    shutil.copytree(BUNDLED, dest, ignore=shutil.ignore_patterns("*.py"))
+    return dest
+
+
+def test_help_is_fast_and_imports_no_model_library():
+    code = (
+        "import sys, pytest\n"
+        "rc = pytest.main(['--help', '-p', 'no:cacheprovider'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'httpx', 'PIL') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert "--mtmcs-model=SPEC" in out.stdout
+    assert "HEAVY []" in out.stdout
+
+
+def test_collection_is_deterministic_and_ids_are_dialogue_ids(pytester, suite):
+    first = pytester.runpytest("suites", "--collect-only", "-q", "-p", "no:cacheprovider")
+    second = pytester.runpytest("suites", "--collect-only", "-q", "-p", "no:cacheprovider")
+    ids = [l for l in first.outlines if "::" in l]
+    assert ids == [l for l in second.outlines if "::" in l]
+    assert len(ids) == 128
+    assert "suites/mtmcs_mini/suite.toml::escalation/kitchen-counter-01/mm/unsafe" in ids
+
+
+@pytest.mark.parametrize(
+    ("expr", "check"),
+    [
+        ("context_switch", lambda i: i.split("::")[1].startswith("context_switch/")),
+        # "text" also matches "context_switch": substring matching, as pytest's -k does.
+        ("escalation and text and not unsafe", lambda i: "escalation/" in i and "/text/safe" in i),
+        ("weapons", lambda i: True),
+        ("multimodal and unsafe", lambda i: "/mm/unsafe" in i),
+    ],
+)
+def test_k_selects_by_setting_label_modality_category(pytester, suite, expr, check):
+    result = pytester.runpytest("suites", "--collect-only", "-q", "-p", "no:cacheprovider", "-k", expr)
+    ids = [l for l in result.outlines if "::" in l]
+    assert 0 < len(ids) < 128
+    assert all(check(i) for i in ids)
+    if expr == "weapons":
+        rows = [json.loads(l) for l in (suite / "dialogues.jsonl").read_text().splitlines() if l]
+        assert len(ids) == sum(1 for r in rows if r["category"] == "weapons")
+
+
+def test_suite_option_runs_without_any_test_file(pytester, suite):
+    other = pytester.mkdir("elsewhere")
+    result = pytester.runpytest(
+        str(other), f"--mtmcs-suite={suite}", "--mtmcs-model=scripted:refuse-all",
+        "-p", "no:cacheprovider", "--mtmcs-no-cache",
+    )
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*64 passed, 64 xfailed*"])
+
+
+def test_dialogues_without_a_model_is_a_usage_error(pytester, suite):
+    result = pytester.runpytest("suites", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no model is set: pass --mtmcs-model=SPEC*"])
+
+
+def _line_edit(suite: Path, edit) -> None:
+    path = suite / "dialogues.jsonl"
+    lines = path.read_text().splitlines()
+    lines[0] = edit(json.loads(lines[0]), lines[0])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _set(field, value):
+    def edit(rec, raw):
+        rec[field] = value
+        return json.dumps(rec)
+    return edit
+
+
+def _drop(field):
+    def edit(rec, raw):
+        rec.pop(field)
+        return json.dumps(rec)
+    return edit
+
+
+def _bomb(suite: Path) -> None:
+    from PIL import Image
+
+    # A tiny file that claims to be 9000 x 9000 pixels: refused before decoding.
+    Image.new("1", (9000, 9000)).save(suite / "images" / "bomb.png", optimize=True)
+    _line_edit(suite, _set("image", "images/bomb.png"))
+
+
+def _corrupt(suite: Path) -> None:
+    (suite / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    _line_edit(suite, _set("image", "images/broken.png"))
+
+
+def _duplicate(suite: Path) -> None:
+    path = suite / "dialogues.jsonl"
+    lines = path.read_text().splitlines()
+    lines[4] = lines[0]
+    path.write_text("\n".join(lines) + "\n")
+
+
+CASES = {
+    "bad-json": (lambda s: _line_edit(s, lambda rec, raw: raw[:-5]), "dialogues.jsonl:1:"),
+    "missing-field": (lambda s: _line_edit(s, _drop("category")), "dialogues.jsonl:1: field 'category'"),
+    "mistyped-field": (lambda s: _line_edit(s, _set("risk_turn", "three")), "dialogues.jsonl:1: field 'risk_turn'"),
+    "unknown-enum": (lambda s: _line_edit(s, _set("setting", "sideways")), "dialogues.jsonl:1: field 'setting'"),
+    "duplicate-id": (_duplicate, "dialogues.jsonl:5: field 'id'"),
+    "missing-image": (lambda s: _line_edit(s, _set("image", "images/nope.png")), "dialogues.jsonl:1: field 'image'"),
+    "image-escapes": (lambda s: _line_edit(s, _set("image", "../outside.png")), "dialogues.jsonl:1: field 'image'"),
+    "corrupt-image": (_corrupt, "field 'image'"),
+    "decompression-bomb": (_bomb, "field 'image'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_suite_stops_collection_with_one_clear_message(pytester, suite, case):
+    break_it, expected = CASES[case]
+    # Line 1 of the bundled suite is a multimodal dialogue; make sure the edit applies to it.
+    assert json.loads((suite / "dialogues.jsonl").read_text().splitlines()[0])["image"]
+    break_it(suite)
+    result = pytester.runpytest("suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert expected in out
+    assert "Traceback" not in out and "pytest_mtmcs/" not in out and "raise " not in out
+    assert out.count("suites/mtmcs_mini/dialogues.jsonl:") >= 1
+
+
+def test_readme_options_table_matches_the_options():
+    assert markdown_table().strip() in (REPO / "README.md").read_text()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "pytest tests -n 2" in readme and "pytest tests -n 2" in ci
