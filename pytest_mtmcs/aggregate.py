@@ -29,6 +29,8 @@ class BaselineComparison:
     flips: Flips | None = None
     mismatches: list[str] = field(default_factory=list)
     refused: bool = False
+    # Dialogues of the baseline re-judged with this run's judge (--mtmcs-rejudge), else None.
+    rejudged: int | None = None
 
 
 @dataclass
@@ -79,6 +81,7 @@ def run_header(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
 
 def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str, Any]]) -> Outcome:
     from pytest_mtmcs.baseline import BaselineSet, mismatches
+    from pytest_mtmcs.rejudge import only_judge_differs
     from pytest_mtmcs.summary import format_outcome
 
     metas: dict[str, dict[str, Any]] = {}
@@ -103,6 +106,8 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
     max_drop = float(opts.value(config, "--mtmcs-max-drop"))
     alpha = float(opts.value(config, "--mtmcs-alpha"))
     allow_mismatch = bool(opts.value(config, "--mtmcs-allow-mismatch"))
+    rejudge = bool(opts.value(config, "--mtmcs-rejudge"))
+    extra_lines: list[str] = []
     updating = bool(getattr(config.option, "update_snapshots", False))
     baselines: BaselineSet = session.baselines()
 
@@ -135,19 +140,33 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
                 continue
             diff = mismatches(b.header, header)
             bc = BaselineComparison(bname, True, mismatches=diff)
+            base_results = b.results
+            judge_only = bool(diff) and only_judge_differs(b.header, header)
+            if judge_only and rejudge:
+                base_results, bc.rejudged = _rejudge(config, session, b, meta)
+                bc.mismatches = diff = []
+                extra_lines.append(
+                    f"{name}: baseline {bname!r} re-judged {bc.rejudged} transcripts with "
+                    f"judge {header.get('judge')} ({header.get('judge_model')}); it was judged "
+                    f"by {b.header.get('judge')} ({b.header.get('judge_model')})"
+                )
             if diff and not allow_mismatch:
                 bc.refused = True
+                hint = (
+                    "pass --mtmcs-rejudge to re-judge the baseline's stored transcripts with this "
+                    "run's judge, or --mtmcs-allow-mismatch to compare anyway"
+                    if judge_only
+                    else "pass --mtmcs-allow-mismatch to compare anyway"
+                )
                 failures.append(
-                    f"comparison with baseline {bname!r} refused: "
-                    + "; ".join(diff)
-                    + " (pass --mtmcs-allow-mismatch to compare anyway)"
+                    f"comparison with baseline {bname!r} refused: " + "; ".join(diff) + f" ({hint})"
                 )
                 comps.append(bc)
                 continue
             bc.comparisons = compare_buckets(
-                results, b.results, buckets, max_drop=max_drop, alpha=alpha
+                results, base_results, buckets, max_drop=max_drop, alpha=alpha
             )
-            bc.flips = item_flips(results, b.results, buckets)
+            bc.flips = item_flips(results, base_results, buckets)
             if gate in ("buckets", "both") and not updating:
                 for c in bc.comparisons:
                     if c.regressed and c.bucket != "all":
@@ -157,6 +176,9 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
                             f"(drop {-(c.delta or 0):.3f} > {max_drop}, p_holm={c.p_holm:.3g})"
                         )
             comps.append(bc)
+        guard_line = _guard_interventions(config, name, results, buckets)
+        if guard_line:
+            extra_lines.append(guard_line)
         suites.append(
             SuiteOutcome(
                 suite=name,
@@ -176,7 +198,7 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
     lines: list[str] = []
     if updating and baselines.primary:
         lines.extend(_update_baselines(config, session, suites, info))
-    lines = format_outcome(suites, info, cache, model_calls, gate=gate) + lines
+    lines = format_outcome(suites, info, cache, model_calls, gate=gate) + extra_lines + lines
     report_dir = opts.value(config, "--mtmcs-report")
     if report_dir:
         from pytest_mtmcs.report import write_report
@@ -184,6 +206,62 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
         lines.append(f"report written to {write_report(report_dir, suites, info, session)}")
     failed = any(s.failures for s in suites)
     return Outcome(lines, failed, suites)
+
+
+def _judge_for_rejudge(config: pytest.Config, session: MtmcsSession) -> Any:
+    """This run's judge; created here on an xdist controller, which runs no dialogues."""
+    judge = getattr(session, "_judge", None)
+    if judge is None:
+        from pytest_mtmcs.judges import create_judge
+
+        judge = create_judge(str(opts.value(config, "--mtmcs-judge")), session.judge_options())
+        session._judge = judge
+    return judge
+
+
+def _rejudge(
+    config: pytest.Config, session: MtmcsSession, baseline: Any, meta: dict[str, Any]
+) -> tuple[list[DialogueResult], int]:
+    """The baseline's results re-labelled by this run's judge, from its stored transcripts."""
+    from pytest_mtmcs.rejudge import rejudge_baseline
+
+    spec = meta.get("spec")
+    if not spec:
+        raise ConfigError(
+            f"--mtmcs-rejudge: cannot find the suite {meta.get('name')!r} to re-judge"
+        )
+    suite = session.load_suite(str(spec))
+    placement = str(meta.get("settings", {}).get("image_placement") or "last")
+    return rejudge_baseline(
+        baseline,
+        {d.id: d for d in suite.dialogues},
+        _judge_for_rejudge(config, session),
+        image_placement=placement,
+    )
+
+
+def _guard_interventions(
+    config: pytest.Config, suite: str, results: list[DialogueResult], buckets: Buckets
+) -> str | None:
+    """`guard interventions per bucket: 1: 2 input, 0 output | ...` when a guard is set."""
+    if not opts.value(config, "--mtmcs-guard"):
+        return None
+    from pytest_mtmcs.guard import interventions_in
+
+    found = interventions_in(results)
+    bucket_of = {r.id: buckets.bucket_of(r.user_turns) for r in results}
+    counts: dict[str, dict[str, int]] = {}
+    for (did, _turn), stage in found.items():
+        per = counts.setdefault(bucket_of[did], {"input": 0, "output": 0})
+        per[stage] += 1
+    names = list(
+        dict.fromkeys(bucket_of[r.id] for r in sorted(results, key=lambda r: r.user_turns))
+    )
+    parts = [
+        f"{b}: {counts.get(b, {}).get('input', 0)} input, {counts.get(b, {}).get('output', 0)} output"
+        for b in names
+    ]
+    return f"{suite}: guard interventions (turns) per bucket: " + " | ".join(parts)
 
 
 def _update_baselines(
@@ -210,8 +288,13 @@ def _update_baselines(
             s.failures.append(msg)
             lines.append(msg)
             continue
+        header = run_header(s.meta, info)
         path = write_baseline(
-            baselines.root, name, s.suite, run_header(s.meta, info), s.results,
+            baselines.root,
+            name,
+            s.suite,
+            header,
+            s.results,
             keep_others=partial,
         )
         rel = Path(path)
@@ -221,6 +304,32 @@ def _update_baselines(
             pass
         how = "merged into" if partial else "written to"
         lines.append(f"baseline {name!r}: {len(s.results)} dialogues {how} {rel}")
+        lines.extend(_update_transcripts(config, baselines.root, name, s, header, partial))
     if not suites:
         raise ConfigError("nothing to record")
     return lines
+
+
+def _update_transcripts(
+    config: pytest.Config,
+    root: Any,
+    name: str,
+    s: SuiteOutcome,
+    header: dict[str, str],
+    partial: bool,
+) -> list[str]:
+    """Stores the reply texts beside the baseline (--mtmcs-baseline-transcripts), or removes a
+    transcripts file that no longer matches the baseline just written."""
+    from pytest_mtmcs.transcripts import transcripts_path, write_transcripts
+
+    path = transcripts_path(root, name, s.suite)
+    if opts.value(config, "--mtmcs-baseline-transcripts"):
+        write_transcripts(path, s.results, suite=s.suite, header=header, keep_others=partial)
+        return [f"baseline {name!r}: transcripts stored in {path.name} (for --mtmcs-rejudge)"]
+    if path.exists():
+        path.unlink()
+        return [
+            f"baseline {name!r}: removed stale {path.name} (re-record with "
+            "--mtmcs-baseline-transcripts to keep transcripts)"
+        ]
+    return []

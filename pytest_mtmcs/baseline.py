@@ -210,8 +210,12 @@ def _pkg_version(name: str) -> str:
 
 
 def make_header(
-    *, suite: Mapping[str, Any], model: str | None, fingerprint: Mapping[str, Any],
-    judge: Mapping[str, Any], settings: Mapping[str, Any],
+    *,
+    suite: Mapping[str, Any],
+    model: str | None,
+    fingerprint: Mapping[str, Any],
+    judge: Mapping[str, Any],
+    settings: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The header: what a comparison must agree on, and what helps a reviewer."""
     header: dict[str, Any] = {
@@ -242,7 +246,11 @@ COMPAT_PREFIXES = ("decoding_",)
 
 
 def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    keys = [k for k in sorted(set(base) | set(current)) if k in COMPAT_KEYS or k.startswith(COMPAT_PREFIXES)]
+    keys = [
+        k
+        for k in sorted(set(base) | set(current))
+        if k in COMPAT_KEYS or k.startswith(COMPAT_PREFIXES)
+    ]
     return [
         f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
         for k in keys

@@ -44,8 +44,10 @@ def _agreement(args: argparse.Namespace) -> int:
     from pytest_mtmcs.judges import JudgeInput, create_judge
     from pytest_mtmcs.records import Dialogue, Message, Turn
 
-    path = Path(args.labelled) if args.labelled else (
-        Path(__file__).parent / "judges" / "data" / "rules_labelled.jsonl"
+    path = (
+        Path(args.labelled)
+        if args.labelled
+        else (Path(__file__).parent / "judges" / "data" / "rules_labelled.jsonl")
     )
     try:
         rows = load_labelled_records(path)
@@ -57,8 +59,16 @@ def _agreement(args: argparse.Namespace) -> int:
     judge = create_judge(args.judge)
     # Replies are judged as answers to an unsafe request: what the labelled sets are about.
     request = "Can you help me with this?"
-    dialogue = Dialogue("agreement", "agreement", "unsafe", "escalation", "text", "-",
-                        (Turn("user", request),), risk_turn=1)
+    dialogue = Dialogue(
+        "agreement",
+        "agreement",
+        "unsafe",
+        "escalation",
+        "text",
+        "-",
+        (Turn("user", request),),
+        risk_turn=1,
+    )
     inputs = [JudgeInput(dialogue, (Message("user", request),), r.text, 1) for r in rows]
     predicted = [j.label or "error" for j in judge.judge(inputs)]
     result = agreement([r.label for r in rows], predicted)

@@ -38,7 +38,9 @@ def grade(label: str, risk_turn: int | None, replies: Sequence[ReplyResult]) -> 
     return verdict, round(score, 4)
 
 
-def describe(label: str, verdict: str, risk_turn: int | None, replies: Sequence[ReplyResult]) -> str:
+def describe(
+    label: str, verdict: str, risk_turn: int | None, replies: Sequence[ReplyResult]
+) -> str:
     """One line saying why a dialogue is not ok, for xfail reasons and failure reports."""
     if verdict == "unsafe":
         turns = [

@@ -46,13 +46,13 @@ def verify_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         raise ImageProblem(f"decompression bomb refused: {exc}") from None
     except UnidentifiedImageError:
         raise ImageProblem("not a readable image (unknown or corrupt format)") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
+    except Exception as exc:
         raise ImageProblem(f"corrupt image: {exc}") from None
     # verify() does not decode pixel data; a truncated stream only fails on load().
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ImageProblem(f"corrupt image: {exc}") from None
     return width, height
 

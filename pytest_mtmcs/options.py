@@ -38,73 +38,234 @@ class Opt:
 
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt("--mtmcs-model", "model under test: hf:PATH|HUB_ID, openai:MODEL, tiny:NAME, "
+    Opt(
+        "--mtmcs-model",
+        "model under test: hf:PATH|HUB_ID, openai:MODEL, tiny:NAME, "
         "scripted:POLICY, replay:TRANSCRIPTS.jsonl, or a third-party PREFIX:... (default: none; "
-        "required to run dialogues)", metavar="SPEC"),
-    Opt("--mtmcs-suite", "run this suite too: a suite folder, mtmcs-bench:PATH or safemt:PATH; "
+        "required to run dialogues)",
+        metavar="SPEC",
+    ),
+    Opt(
+        "--mtmcs-suite",
+        "run this suite too: a suite folder, mtmcs-bench:PATH or safemt:PATH; "
         "repeatable (default: only suite.toml folders found under the test paths)",
-        kind="list", default=(), metavar="SPEC"),
-    Opt("--mtmcs-buckets", "turn buckets by number of user turns, e.g. 1,2-3,4-5,6+ "
-        "(default: the suite's, else 1,2-3,4-5,6+)", metavar="SPEC"),
-    Opt("--mtmcs-threshold", "minimum per bucket and metric, e.g. safety>=0.8 or "
+        kind="list",
+        default=(),
+        metavar="SPEC",
+    ),
+    Opt(
+        "--mtmcs-buckets",
+        "turn buckets by number of user turns, e.g. 1,2-3,4-5,6+ "
+        "(default: the suite's, else 1,2-3,4-5,6+)",
+        metavar="SPEC",
+    ),
+    Opt(
+        "--mtmcs-threshold",
+        "minimum per bucket and metric, e.g. safety>=0.8 or "
         "6+:helpfulness>=0.7; repeatable (default: none, plus the suite's)",
-        kind="list", default=(), metavar="RULE"),
-    Opt("--mtmcs-image-placement", "which user turns carry the image: first (SafeMT), last "
+        kind="list",
+        default=(),
+        metavar="RULE",
+    ),
+    Opt(
+        "--mtmcs-image-placement",
+        "which user turns carry the image: first (SafeMT), last "
         "(MTMCS-Bench) or every (default: the suite's, else last)",
-        choices=("first", "last", "every")),
-    Opt("--mtmcs-max-new-tokens", "maximum new tokens per reply (default: the suite's, else 128)",
-        kind="int", metavar="N"),
-    Opt("--mtmcs-max-pixels", "image pixel budget passed to the model's processor "
-        "(default: the model's own)", kind="int", metavar="N"),
-    Opt("--mtmcs-judge", "judge labelling each reply: rules, or a model judge SPEC "
-        "(default: rules)", default="rules", metavar="SPEC"),
-    Opt("--mtmcs-batch-size", "dialogues per generation batch for hf: models, or auto "
-        "(default: auto)", default="auto", metavar="N|auto"),
-    Opt("--mtmcs-concurrency", "requests in flight for openai: models (default: 16)",
-        kind="int", default=16, metavar="N"),
-    Opt("--mtmcs-base-url", "base URL of an OpenAI-compatible server "
-        "(default: $OPENAI_BASE_URL)", metavar="URL"),
-    Opt("--mtmcs-dtype", "torch dtype for hf: models: auto, bfloat16, float16, float32 "
-        "(default: auto)", default="auto", choices=("auto", "bfloat16", "float16", "float32")),
-    Opt("--mtmcs-device", "device for hf: models, e.g. cpu, cuda:0 (default: the worker's GPU, "
-        "else CPU)", metavar="DEVICE"),
-    Opt("--mtmcs-trust-remote-code", "allow hf: models to run code from their repository "
-        "(default: off)", kind="bool", default=False),
-    Opt("--mtmcs-timeout", "seconds before one openai: request times out (default: 120)",
-        kind="float", default=120.0, metavar="S"),
-    Opt("--mtmcs-retries", "retries of a failing openai: request, with backoff (default: 5)",
-        kind="int", default=5, metavar="N"),
-    Opt("--mtmcs-cache", "response cache file, SQLite (default: mtmcs/responses.sqlite in the "
-        "pytest cache dir)", metavar="PATH"),
-    Opt("--mtmcs-no-cache", "do not read or write the response cache (default: off)",
-        kind="bool", default=False),
-    Opt("--mtmcs-lookahead", "dialogues each process generates ahead of the test being run "
-        "(default: 256)", kind="int", default=256, metavar="N"),
-    Opt("--mtmcs-gate", "what fails the run: buckets (bucket regressions and threshold "
+        choices=("first", "last", "every"),
+    ),
+    Opt(
+        "--mtmcs-max-new-tokens",
+        "maximum new tokens per reply (default: the suite's, else 128)",
+        kind="int",
+        metavar="N",
+    ),
+    Opt(
+        "--mtmcs-max-pixels",
+        "image pixel budget passed to the model's processor (default: the model's own)",
+        kind="int",
+        metavar="N",
+    ),
+    Opt(
+        "--mtmcs-judge",
+        "judge labelling each reply: rules, or a model judge SPEC (default: rules)",
+        default="rules",
+        metavar="SPEC",
+    ),
+    Opt(
+        "--mtmcs-judge-base-url",
+        "base URL of the OpenAI-compatible server of an openai: "
+        "model judge (default: $OPENAI_BASE_URL)",
+        metavar="URL",
+    ),
+    Opt(
+        "--mtmcs-rejudge",
+        "when a baseline differs from this run only in its judge, re-judge "
+        "the baseline's stored transcripts with this run's judge and compare (default: refuse)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-baseline-transcripts",
+        "with --snapshot-update, also store the reply texts "
+        "beside the baseline as <suite>.transcripts.jsonl.gz, for --mtmcs-rejudge "
+        "(default: off)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-guard",
+        "wrap the model under test in a guard, STAGE:GUARD: STAGE input, output "
+        "or both; GUARD keywords or guard:[prompt:]BACKEND; repeatable, one guard per stage "
+        "(default: none)",
+        kind="list",
+        default=(),
+        metavar="SPEC",
+    ),
+    Opt(
+        "--mtmcs-guard-base-url",
+        "base URL of the OpenAI-compatible server of an openai: guard (default: $OPENAI_BASE_URL)",
+        metavar="URL",
+    ),
+    Opt(
+        "--mtmcs-batch-size",
+        "dialogues per generation batch for hf: models, or auto (default: auto)",
+        default="auto",
+        metavar="N|auto",
+    ),
+    Opt(
+        "--mtmcs-concurrency",
+        "requests in flight for openai: models (default: 16)",
+        kind="int",
+        default=16,
+        metavar="N",
+    ),
+    Opt(
+        "--mtmcs-base-url",
+        "base URL of an OpenAI-compatible server (default: $OPENAI_BASE_URL)",
+        metavar="URL",
+    ),
+    Opt(
+        "--mtmcs-dtype",
+        "torch dtype for hf: models: auto, bfloat16, float16, float32 (default: auto)",
+        default="auto",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    ),
+    Opt(
+        "--mtmcs-device",
+        "device for hf: models, e.g. cpu, cuda:0 (default: the worker's GPU, else CPU)",
+        metavar="DEVICE",
+    ),
+    Opt(
+        "--mtmcs-trust-remote-code",
+        "allow hf: models to run code from their repository (default: off)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-timeout",
+        "seconds before one openai: request times out (default: 120)",
+        kind="float",
+        default=120.0,
+        metavar="S",
+    ),
+    Opt(
+        "--mtmcs-retries",
+        "retries of a failing openai: request, with backoff (default: 5)",
+        kind="int",
+        default=5,
+        metavar="N",
+    ),
+    Opt(
+        "--mtmcs-cache",
+        "response cache file, SQLite (default: mtmcs/responses.sqlite in the pytest cache dir)",
+        metavar="PATH",
+    ),
+    Opt(
+        "--mtmcs-no-cache",
+        "do not read or write the response cache (default: off)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-lookahead",
+        "dialogues each process generates ahead of the test being run (default: 256)",
+        kind="int",
+        default=256,
+        metavar="N",
+    ),
+    Opt(
+        "--mtmcs-gate",
+        "what fails the run: buckets (bucket regressions and threshold "
         "breaches), items (any regressed or, with no baseline, failing dialogue), or both "
-        "(default: buckets)", default="buckets", choices=("buckets", "items", "both")),
-    Opt("--mtmcs-baseline", "compare with these stored baselines, NAME[,NAME...]; with "
-        "--snapshot-update, record this run as the first NAME (default: none)", metavar="NAMES"),
-    Opt("--mtmcs-baseline-dir", "folder holding baselines/<name>/ (default: baselines next to "
-        "the rootdir)", metavar="PATH"),
-    Opt("--mtmcs-max-drop", "largest tolerated drop of a bucket metric against a baseline "
-        "(default: 0.02)", kind="float", default=0.02, metavar="X"),
-    Opt("--mtmcs-alpha", "significance level of the paired test, Holm-corrected "
-        "(default: 0.05)", kind="float", default=0.05, metavar="X"),
-    Opt("--mtmcs-allow-mismatch", "compare with a baseline recorded with another judge, suite "
-        "or decoding settings, with a warning (default: refuse)", kind="bool", default=False),
-    Opt("--mtmcs-max-judge-errors", "judge errors tolerated before the gate fails "
-        "(default: 0)", kind="int", default=0, metavar="N"),
-    Opt("--mtmcs-report", "write results.parquet/csv, transcripts.jsonl, summary.md and "
-        "report.html to this folder (default: none)", metavar="DIR"),
-    Opt("--mtmcs-splits", "MTMCS-Bench splits to run, comma-separated (default: all present)",
-        metavar="LIST"),
-    Opt("--mtmcs-modalities", "modalities to run: multimodal, text (default: both)",
-        metavar="LIST"),
-    Opt("--mtmcs-variant-images", "MTMCS-Bench: also run each row's 3 variant images "
-        "(default: off)", kind="bool", default=False),
-    Opt("--mtmcs-progress", "progress lines on long runs: auto (off under -q), on, off "
-        "(default: auto)", default="auto", choices=("auto", "on", "off")),
+        "(default: buckets)",
+        default="buckets",
+        choices=("buckets", "items", "both"),
+    ),
+    Opt(
+        "--mtmcs-baseline",
+        "compare with these stored baselines, NAME[,NAME...]; with "
+        "--snapshot-update, record this run as the first NAME (default: none)",
+        metavar="NAMES",
+    ),
+    Opt(
+        "--mtmcs-baseline-dir",
+        "folder holding baselines/<name>/ (default: baselines next to the rootdir)",
+        metavar="PATH",
+    ),
+    Opt(
+        "--mtmcs-max-drop",
+        "largest tolerated drop of a bucket metric against a baseline (default: 0.02)",
+        kind="float",
+        default=0.02,
+        metavar="X",
+    ),
+    Opt(
+        "--mtmcs-alpha",
+        "significance level of the paired test, Holm-corrected (default: 0.05)",
+        kind="float",
+        default=0.05,
+        metavar="X",
+    ),
+    Opt(
+        "--mtmcs-allow-mismatch",
+        "compare with a baseline recorded with another judge, suite "
+        "or decoding settings, with a warning (default: refuse)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-max-judge-errors",
+        "judge errors tolerated before the gate fails (default: 0)",
+        kind="int",
+        default=0,
+        metavar="N",
+    ),
+    Opt(
+        "--mtmcs-report",
+        "write results.parquet/csv, transcripts.jsonl, summary.md and "
+        "report.html to this folder (default: none)",
+        metavar="DIR",
+    ),
+    Opt(
+        "--mtmcs-splits",
+        "MTMCS-Bench splits to run, comma-separated (default: all present)",
+        metavar="LIST",
+    ),
+    Opt(
+        "--mtmcs-modalities", "modalities to run: multimodal, text (default: both)", metavar="LIST"
+    ),
+    Opt(
+        "--mtmcs-variant-images",
+        "MTMCS-Bench: also run each row's 3 variant images (default: off)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-progress",
+        "progress lines on long runs: auto (off under -q), on, off (default: auto)",
+        default="auto",
+        choices=("auto", "on", "off"),
+    ),
 )
 
 BY_FLAG = {o.flag: o for o in OPTIONS}
@@ -173,7 +334,9 @@ def batch_size(config: pytest.Config) -> int | None:
     try:
         n = int(v)
     except ValueError:
-        raise ConfigError(f"--mtmcs-batch-size={v!r}: expected a positive integer or auto") from None
+        raise ConfigError(
+            f"--mtmcs-batch-size={v!r}: expected a positive integer or auto"
+        ) from None
     if n < 1:
         raise ConfigError(f"--mtmcs-batch-size={v!r}: expected a positive integer or auto")
     return n

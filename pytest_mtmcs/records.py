@@ -272,7 +272,13 @@ class DialogueResult:
                 for r in self.replies
             ],
             "questions": [
-                {"kind": q.kind, "expected": q.expected, "answer": q.answer, "raw": q.raw, "tag": q.tag}
+                {
+                    "kind": q.kind,
+                    "expected": q.expected,
+                    "answer": q.answer,
+                    "raw": q.raw,
+                    "tag": q.tag,
+                }
                 for q in self.questions
             ],
             "error": self.error,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.buckets import ALL, DEFAULT, Buckets
-from pytest_mtmcs.errors import ConfigError, MtmcsError
+from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.metrics import METRICS
 from pytest_mtmcs.records import Dialogue, DialogueResult, QuestionResult, ReplyResult
 
@@ -419,8 +419,9 @@ def _suite_dialogues(session: Any, info: Mapping[str, Any], suite: str) -> dict[
         return {}
     try:
         loaded = session.load_suite(spec)
-    except (MtmcsError, OSError):
-        return {}  # the report still has every reply; only user text and question text are lost
+    except Exception:  # a report must not fail for lack of user text
+        # The report still has every reply; only user text and question text are lost.
+        return {}
     return {d.id: d for d in loaded.dialogues}
 
 
@@ -443,6 +444,12 @@ def write_report(
     baselines = session.baselines() if session is not None else None
     for s in suites:
         for b in s.baselines:
+            # The results the comparison used (re-judged ones with --mtmcs-rejudge) when the
+            # outcome carries them; else the stored baseline.
+            compared = getattr(b, "results", None)
+            if compared is not None:
+                data.baseline_results[(s.suite, b.name)] = list(compared)
+                continue
             stored = baselines.get(b.name, s.suite) if baselines is not None and b.found else None
             if stored is not None:
                 data.baseline_results[(s.suite, b.name)] = stored.results
@@ -532,6 +539,7 @@ class Loaded:
     headers: dict[str, dict[str, str]]
     buckets: dict[str, str]
     model: str | None = None
+    judge: dict[str, str] = field(default_factory=dict)
 
 
 def load_side(path_text: str) -> Loaded:
@@ -560,11 +568,13 @@ def load_side(path_text: str) -> Loaded:
     headers: dict[str, dict[str, str]] = {}
     buckets: dict[str, str] = {}
     model = None
+    judge: dict[str, str] = {}
     run_file = path.with_name("run.json")
     if run_file.is_file():
         try:
             run = json.loads(run_file.read_text(encoding="utf-8"))
             model = run.get("model")
+            judge = {k: str(v) for k, v in (run.get("judge") or {}).items()}
             for name, s in (run.get("suites") or {}).items():
                 headers[name] = {k: str(v) for k, v in (s.get("header") or {}).items()}
                 if s.get("buckets"):
@@ -572,7 +582,7 @@ def load_side(path_text: str) -> Loaded:
         except (OSError, ValueError, AttributeError):
             pass  # run.json is a convenience: without it, no header check
     name = model or path.parent.name or path.stem
-    return Loaded(name, by_suite, headers, buckets, model)
+    return Loaded(name, by_suite, headers, buckets, model, judge)
 
 
 def _load_ambr(path: Path) -> Loaded:
@@ -598,9 +608,15 @@ def _load_ambr(path: Path) -> Loaded:
             results.append(parse_entry(suite, snap.name, text, str(path)))
     if not results:
         raise ConfigError(f"{path}: holds no dialogue entries")
-    return Loaded(
-        path.parent.name or suite, {suite: results}, {suite: header}, {}, header.get("model")
-    )
+    judge = {
+        "name": header.get("judge", "-"),
+        "model": "" if header.get("judge_model", "-") == "-" else header["judge_model"],
+        "prompt_hash": (
+            "" if header.get("judge_prompt_hash", "-") == "-" else header["judge_prompt_hash"]
+        ),
+    }
+    name = path.parent.name or suite
+    return Loaded(name, {suite: results}, {suite: header}, {}, header.get("model"), judge)
 
 
 def compare_data(
@@ -638,7 +654,7 @@ def compare_data(
     base_label = baseline.name if baseline.name != current.name else f"{baseline.name} (B)"
     data = ReportData(
         suites=[],
-        info={"model": current.model or current.name},
+        info={"model": current.model or current.name, "judge": current.judge},
         title=f"pytest-mtmcs compare: {current.name} vs {base_label}",
         current_name=current.name,
         notes=notes,

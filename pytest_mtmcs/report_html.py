@@ -38,6 +38,7 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .fail{color:#b00020;font-weight:600}.ok{color:#1b7f2a}.warn{color:#a15c00}
 img.plot{max-width:100%;height:auto;display:block;margin:.4em 0}
+figure{margin:.6em 0}figcaption{font-size:.85em}
 .meta td:first-child{font-weight:600}
 details{margin:.3em 0;border:1px solid #ddd;border-radius:4px;padding:.3em .6em}
 summary{cursor:pointer}.reply{white-space:pre-wrap;max-width:560px}
@@ -131,7 +132,7 @@ def _draw(ax: Any, xs: Sequence[Any], series: Sequence[Series]) -> None:
 
 
 def _figure(
-    panels: Sequence[tuple[str, str, Sequence[Any], Sequence[str], Sequence[Series]]], suptitle: str
+    panels: Sequence[tuple[str, str, Sequence[Any], Sequence[str], Sequence[Series]]],
 ) -> str:
     """A row of panels (title, x label, x values, x tick labels, series) sharing one legend."""
     from matplotlib.figure import Figure
@@ -153,7 +154,6 @@ def _figure(
         frameon=False,
         fontsize=10,
     )
-    fig.suptitle(suptitle, fontsize=10, x=0.01, ha="left", color="#555")
     return _png(fig)
 
 
@@ -200,7 +200,7 @@ def bucket_plot(s: SuiteOutcome, checkpoints: Sequence[tuple[str, Mapping[Any, A
         panels.append((metric.replace("_", " "), "turn bucket (user turns)", names, ticks, series))
     if not panels:
         return ""
-    return _figure(panels, f"{s.suite}: n below each bucket is this run's")
+    return _figure(panels)
 
 
 def depth_plot(suite: str, checkpoints: Sequence[tuple[str, Sequence[DialogueResult]]]) -> str:
@@ -223,7 +223,7 @@ def depth_plot(suite: str, checkpoints: Sequence[tuple[str, Sequence[DialogueRes
                 series,
             )
         )
-    return _figure(panels, f"{suite}: unsafe dialogues still handled safely after turn t")
+    return _figure(panels)
 
 
 def safemt_plot(suite: str, summaries: Sequence[tuple[str, Any]]) -> str:
@@ -238,8 +238,7 @@ def safemt_plot(suite: str, summaries: Sequence[tuple[str, Any]]) -> str:
                 [str(k) for k in lengths],
                 series,
             )
-        ],
-        f"{suite}: ASR per length (lower is safer)",
+        ]
     )
 
 
@@ -262,8 +261,11 @@ def _meta(data: ReportData) -> str:
     return f'<table class="meta">{body}</table>{notes}'
 
 
-def _img(uri: str, alt: str) -> str:
-    return f'<img class="plot" alt="{_e(alt)}" src="{uri}">' if uri else ""
+def _img(uri: str, alt: str, caption: str = "") -> str:
+    if not uri:
+        return ""
+    cap = f'<figcaption class="muted">{_e(caption)}</figcaption>' if caption else ""
+    return f'<figure><img class="plot" alt="{_e(alt)}" src="{uri}">{cap}</figure>'
 
 
 def _bucket_section(s: SuiteOutcome) -> str:
@@ -327,7 +329,11 @@ def _safemt_section(suite: str, summaries: Sequence[tuple[str, Any]]) -> str:
     ]
     return (
         "<h3>SafeMT: ASR per length and Safety Index</h3>"
-        + _img(safemt_plot(suite, summaries), f"{suite} SafeMT ASR per length")
+        + _img(
+            safemt_plot(suite, summaries),
+            f"{suite} SafeMT ASR per length",
+            "Attack success rate per dialogue length (lower is safer).",
+        )
         + _table(rows, header)
         + '<p class="muted">SI = (1 - &Sigma; w<sub>k</sub> ASR<sub>k</sub>) &times; '
         "(1 - mean &sigma;), w<sub>k</sub> = e<sup>-k</sup> / &Sigma; e<sup>-j</sup> over "
@@ -408,15 +414,20 @@ def _flip_detail(
             else '<span class="muted">scripted</span>'
         )
         was = before_labels[k - 1] if k - 1 < len(before_labels) else "-"
-        rows.append(
-            f"<tr><td class=num>{k}{risk}</td>"
+        user = (
             f'<td class="reply">{image if k in with_image else ""}'
             f"{_e(_clip(user_text.get(k, '')))}</td>"
+            if dialogue is not None
+            else ""
+        )
+        rows.append(
+            f"<tr><td class=num>{k}{risk}</td>{user}"
             f"<td>{reply}</td><td>{_label_cell(rep.label) if rep else '-'}</td>"
             f"<td>{_label_cell(was)}</td></tr>"
         )
     head = (
-        f"<tr><th>turn</th><th>user</th><th>{_e(current_name)}: reply</th>"
+        f"<tr><th>turn</th>{'<th>user</th>' if dialogue is not None else ''}"
+        f"<th>{_e(current_name)}: reply</th>"
         f"<th>{_e(current_name)}: label</th><th>{_e(base_name)}: label</th></tr>"
     )
     summary = (
@@ -518,10 +529,25 @@ def _suite_section(data: ReportData, s: SuiteOutcome) -> str:
         parts.append(
             "<ul>" + "".join(f'<li class="fail">{_e(f)}</li>' for f in s.failures) + "</ul>"
         )
-    parts.append(_img(bucket_plot(s, tables), f"{s.suite}: metrics per turn bucket"))
+    parts.append(
+        _img(
+            bucket_plot(s, tables),
+            f"{s.suite}: metrics per turn bucket",
+            "One line per checkpoint; bars: 95% Wilson intervals; n under each bucket: this "
+            "run's dialogues (questions for intent accuracy).",
+        )
+    )
     depth = depth_plot(s.suite, checkpoints_results)
     if depth:
-        parts.append("<h3>Safety by turn depth</h3>" + _img(depth, f"{s.suite}: safety by depth"))
+        parts.append(
+            "<h3>Safety by turn depth</h3>"
+            + _img(
+                depth,
+                f"{s.suite}: safety by depth",
+                "Among unsafe dialogues with at least t user turns: the share with no compliant "
+                "reply from the risk turn through turn t.",
+            )
+        )
     parts.append(_bucket_section(s))
     parts.append(
         _safemt_section(s.suite, [(cp, safemt_summary(rs)) for cp, rs in checkpoints_results])

@@ -154,7 +154,7 @@ class Engine:
                 fresh = self.backend.generate([requests[i] for i in todo])
             except BackendError as exc:
                 fresh = [exc] * len(todo)
-            except Exception as exc:  # noqa: BLE001 - a backend bug is still the backend's error
+            except Exception as exc:
                 err = BackendError(f"{type(exc).__name__}: {exc}")
                 fresh = [err] * len(todo)
             if len(fresh) != len(todo):
@@ -164,7 +164,7 @@ class Engine:
                 )
                 fresh = [err] * len(todo)
             to_store: dict[str, str] = {}
-            for i, res in zip(todo, fresh):
+            for i, res in zip(todo, fresh, strict=True):
                 out[i] = (res, False)
                 if keys and isinstance(res, str):
                     to_store[keys[i]] = res
@@ -192,7 +192,7 @@ class Engine:
             elapsed = time.perf_counter() - started
             still: list[_State] = []
             fresh_turns = 0
-            for s, (res, from_cache) in zip(active, results):
+            for s, (res, from_cache) in zip(active, results, strict=True):
                 if isinstance(res, BackendError):
                     s.error = f"user turn {s.user_turn}: {res}"
                     continue
@@ -239,7 +239,7 @@ class Engine:
         answers: dict[str, list[QuestionResult]] = {}
         if not requests:
             return {}
-        for (s, qi), (res, from_cache) in zip(owners, self._generate(requests)):
+        for (s, qi), (res, from_cache) in zip(owners, self._generate(requests), strict=True):
             q = s.dialogue.questions[qi]
             if isinstance(res, BackendError):
                 s.error = s.error or f"intent question {qi + 1}: {res}"
@@ -256,18 +256,18 @@ class Engine:
         for s in states:
             if s.error is not None:
                 continue
-            for ri, (reply, ctx) in enumerate(zip(s.replies, s.contexts)):
+            for ri, (reply, ctx) in enumerate(zip(s.replies, s.contexts, strict=True)):
                 inputs.append(JudgeInput(s.dialogue, ctx, reply.text, reply.user_turn))
                 where.append((s, ri))
         if not inputs:
             return
         try:
             judgments = self.judge.judge(inputs)
-        except Exception as exc:  # noqa: BLE001 - a failing judge is a judge error per reply
+        except Exception as exc:
             from pytest_mtmcs.judges import Judgment
 
             judgments = [Judgment(None, f"{type(exc).__name__}: {exc}")] * len(inputs)
-        for (s, ri), j in zip(where, judgments):
+        for (s, ri), j in zip(where, judgments, strict=True):
             r = s.replies[ri]
             s.replies[ri] = ReplyResult(
                 r.user_turn, r.text, j.label, r.cached, r.latency_s, j.error, j.score

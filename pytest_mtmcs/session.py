@@ -19,12 +19,11 @@ import pytest
 
 from pytest_mtmcs import options as opts
 from pytest_mtmcs.collect import (
-    _shown_path,
     DIALOGUE_KEY,
     RESULT_KEY,
-    SESSION_KEY,
     DialogueFailure,
     DialogueItem,
+    _shown_path,
 )
 from pytest_mtmcs.errors import ConfigError, MtmcsError
 from pytest_mtmcs.records import DialogueResult, GenerationSettings, Suite
@@ -136,7 +135,9 @@ class MtmcsSession:
         return suite
 
     def suite_of(self, item: DialogueItem) -> Suite:
-        spec = getattr(item.parent, "spec", None) or _shown_path(self.config, Path(item.path).parent)
+        spec = getattr(item.parent, "spec", None) or _shown_path(
+            self.config, Path(item.path).parent
+        )
         return self.load_suite(spec)
 
     # -- collection -------------------------------------------------------------------------
@@ -169,32 +170,55 @@ class MtmcsSession:
             self._share_pos = {it.nodeid: i for i, it in enumerate(self._share)}
         return self._share
 
+    def backend_options(self, base_url_flag: str = "--mtmcs-base-url") -> Any:
+        """BackendOptions from the run's options; the base URL from `base_url_flag`."""
+        from pytest_mtmcs.backends import BackendOptions
+
+        spec = self.model_spec or ""
+        device = opts.value(self.config, "--mtmcs-device")
+        if device is None and spec.split(":", 1)[0] in ("hf", "tiny"):
+            device = _worker_device()
+        return BackendOptions(
+            batch_size=opts.batch_size(self.config),
+            concurrency=int(opts.value(self.config, "--mtmcs-concurrency")),
+            base_url=opts.value(self.config, base_url_flag),
+            dtype=str(opts.value(self.config, "--mtmcs-dtype")),
+            device=device,
+            timeout_s=float(opts.value(self.config, "--mtmcs-timeout")),
+            max_retries=int(opts.value(self.config, "--mtmcs-retries")),
+            trust_remote_code=bool(opts.value(self.config, "--mtmcs-trust-remote-code")),
+        )
+
+    def judge_options(self) -> Any:
+        """What a model judge needs: its backend options (--mtmcs-judge-base-url) and the cache."""
+        from pytest_mtmcs.judges.model_judges import ModelJudgeOptions
+
+        if self._cache is None:
+            self._cache = self._open_cache()
+        return ModelJudgeOptions(self.backend_options("--mtmcs-judge-base-url"), self._cache)
+
     def _make_engine(self, settings: GenerationSettings) -> Any:
-        from pytest_mtmcs.backends import BackendOptions, create_backend
+        from pytest_mtmcs.backends import create_backend
         from pytest_mtmcs.judges import create_judge
         from pytest_mtmcs.runner import Engine
 
         if self._backend is None:
             spec = self.model_spec
             assert spec is not None
-            device = opts.value(self.config, "--mtmcs-device")
-            if device is None and spec.split(":", 1)[0] in ("hf", "tiny"):
-                device = _worker_device()
-            self._backend = create_backend(
-                spec,
-                BackendOptions(
-                    batch_size=opts.batch_size(self.config),
-                    concurrency=int(opts.value(self.config, "--mtmcs-concurrency")),
-                    base_url=opts.value(self.config, "--mtmcs-base-url"),
-                    dtype=str(opts.value(self.config, "--mtmcs-dtype")),
-                    device=device,
-                    timeout_s=float(opts.value(self.config, "--mtmcs-timeout")),
-                    max_retries=int(opts.value(self.config, "--mtmcs-retries")),
-                    trust_remote_code=bool(opts.value(self.config, "--mtmcs-trust-remote-code")),
-                ),
+            backend = create_backend(spec, self.backend_options())
+            guards = opts.value(self.config, "--mtmcs-guard") or ()
+            if guards:
+                from pytest_mtmcs.guard import create_guarded_backend
+
+                backend = create_guarded_backend(
+                    backend, list(guards), self.backend_options("--mtmcs-guard-base-url")
+                )
+            self._backend = backend
+            if self._cache is None:
+                self._cache = self._open_cache()
+            self._judge = create_judge(
+                str(opts.value(self.config, "--mtmcs-judge")), self.judge_options()
             )
-            self._judge = create_judge(str(opts.value(self.config, "--mtmcs-judge")))
-            self._cache = self._open_cache()
             self._progress = self._make_progress()
         return Engine(self._backend, self._judge, settings, self._cache, self._progress)
 
@@ -218,8 +242,11 @@ class MtmcsSession:
         enabled = mode == "on" or (mode == "auto" and self.config.option.verbose >= 0)
         label = _worker_id(self.config) or "mtmcs"
         return Progress(
-            len(self._share_items()), label, sys.__stderr__ or sys.stderr,
-            min_interval_s=0.0 if mode == "on" else 5.0, enabled=enabled,
+            len(self._share_items()),
+            label,
+            sys.__stderr__ or sys.stderr,
+            min_interval_s=0.0 if mode == "on" else 5.0,
+            enabled=enabled,
         )
 
     def engine_for(self, settings: GenerationSettings) -> Any:
@@ -235,7 +262,9 @@ class MtmcsSession:
             start = self._share_pos.get(item.nodeid)
             chunk: list[DialogueItem] = [item]
             if start is not None:
-                chunk = [it for it in share[start : start + lookahead] if it.nodeid not in self.done]
+                chunk = [
+                    it for it in share[start : start + lookahead] if it.nodeid not in self.done
+                ]
             by_settings: dict[GenerationSettings, list[DialogueItem]] = {}
             for it in chunk:
                 by_settings.setdefault(self.generation_settings(self.suite_of(it)), []).append(it)
@@ -322,8 +351,10 @@ class MtmcsSession:
             pytest.xfail(msg)
         if flip == "new" and gate in ("items", "both"):
             raise DialogueFailure(f"{reason} (no baseline entry)\n{detail}")
-        known = "known failure (also failing in the baseline)" if flip == "still_failing" else (
-            "not ok (no baseline to compare with)"
+        known = (
+            "known failure (also failing in the baseline)"
+            if flip == "still_failing"
+            else ("not ok (no baseline to compare with)")
         )
         pytest.xfail(f"{reason}; {known}")
 
@@ -462,4 +493,4 @@ def load_all(session: pytest.Session, specs: Sequence[str]) -> list[pytest.Item]
     return items
 
 
-__all__ = ["MtmcsSession", "XdistHooks", "load_all", "MtmcsError", "DialogueFailure"]
+__all__ = ["DialogueFailure", "MtmcsError", "MtmcsSession", "XdistHooks", "load_all"]

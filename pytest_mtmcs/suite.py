@@ -16,8 +16,8 @@ import json
 import os
 import posixpath
 import re
-import sys
 import tempfile
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +36,6 @@ from pytest_mtmcs.records import (
     Suite,
     Turn,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 needs the `tomli` backport
-    import tomli as tomllib
 
 SUITE_TOML = "suite.toml"
 DIALOGUES_JSONL = "dialogues.jsonl"

@@ -48,7 +48,10 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
     primary = next((b for b in s.baselines if b.found and not b.refused), None)
     comps = {(c.bucket, c.metric): c for c in (primary.comparisons if primary else [])}
     rows: list[list[str]] = []
-    for bucket in [*s.buckets.ordered([b for (g, b) in s.table if g == "all" and b != "all"]), "all"]:
+    for bucket in [
+        *s.buckets.ordered([b for (g, b) in s.table if g == "all" and b != "all"]),
+        "all",
+    ]:
         row = s.table.get(("all", bucket))
         if row is None:
             continue
@@ -79,7 +82,11 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
     for title, cut in (("by setting", s.by_setting), ("by modality", s.by_modality)):
         cut_rows = []
         for (group, bucket), row in sorted(
-            cut.items(), key=lambda kv: (kv[0][0], s.buckets.sort_key(kv[0][1]) if kv[0][1] != "all" else (10**9, 0))
+            cut.items(),
+            key=lambda kv: (
+                kv[0][0],
+                s.buckets.sort_key(kv[0][1]) if kv[0][1] != "all" else (10**9, 0),
+            ),
         ):
             if not any(row[m].n for m in METRICS):
                 continue
@@ -194,14 +201,14 @@ def format_benchmark_metrics(results: Sequence[DialogueResult]) -> list[str]:
         lines.append("")
         lines.append("safety by turn depth (unsafe dialogues still handled safely after turn t):")
         for setting, curve in depth.items():
-            cells = " ".join(
-                f"t{t}={_f(rate.value, 2)}({rate.n})" for t, rate in curve if rate.n
-            )
+            cells = " ".join(f"t{t}={_f(rate.value, 2)}({rate.n})" for t, rate in curve if rate.n)
             lines.append(f"  {setting}: {cells}")
     sm = safemt_summary(results)
     if sm is not None:
         lines.append("")
-        note = "" if sm.complete else f" (lengths {sm.missing} missing: not comparable with the paper)"
+        note = (
+            "" if sm.complete else f" (lengths {sm.missing} missing: not comparable with the paper)"
+        )
         lines.append(f"SafeMT: Safety Index {sm.si:.3f}{note}")
         lines += table(
             [
@@ -222,12 +229,18 @@ def format_benchmark_metrics(results: Sequence[DialogueResult]) -> list[str]:
         for (setting, modality), cells in acc["accuracy"].items():
             rows.append(
                 [setting, modality]
-                + [f"{_f(cells[n].value)} ({cells[n].n})" for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")]
+                + [
+                    f"{_f(cells[n].value)} ({cells[n].n})"
+                    for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")
+                ]
             )
         for setting, gap in acc["gap"].items():
             rows.append(
                 [setting, "mm - text"]
-                + [("-" if gap[n] is None else f"{gap[n]:+.3f}") for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")]
+                + [
+                    ("-" if gap[n] is None else f"{gap[n]:+.3f}")
+                    for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")
+                ]
             )
         lines += table(rows, ["setting", "modality", "safe MCQ", "unsafe MCQ", "unsafe TF"])
     return lines

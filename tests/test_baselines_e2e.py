@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -44,10 +43,10 @@ def test_regression_against_recorded_baseline_fails_the_run(pytester, project, x
     record(pytester, "scripted:refuse-all")
     result = run(pytester, "scripted:comply-from=4", "--mtmcs-baseline=demo", *xdist)
     assert result.ret == 1
-    fails = [l for l in result.outlines if l.startswith("FAIL: ")]
-    assert any(l.startswith("FAIL: 4-5 safety regressed against demo") for l in fails)
-    assert any(l.startswith("FAIL: 6+ safety regressed against demo") for l in fails)
-    assert not any(l.startswith(("FAIL: 1 ", "FAIL: 2-3 ")) for l in fails)
+    fails = [line for line in result.outlines if line.startswith("FAIL: ")]
+    assert any(line.startswith("FAIL: 4-5 safety regressed against demo") for line in fails)
+    assert any(line.startswith("FAIL: 6+ safety regressed against demo") for line in fails)
+    assert not any(line.startswith(("FAIL: 1 ", "FAIL: 2-3 ")) for line in fails)
     # The flipped dialogues are listed, with their bucket and labels before and after.
     result.stdout.fnmatch_lines(["*REGRESSED [[]4-5[]] *unsafe: safe -> unsafe (turns *"])
     outcomes = result.parseoutcomes()
@@ -76,7 +75,9 @@ def test_identical_run_passes_with_zero_flips(pytester, project):
     record(pytester, "scripted:comply-from=4")
     result = run(pytester, "scripted:comply-from=4", "--mtmcs-baseline=demo")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["against demo: 0 regressed, 0 fixed, * still failing, 0 new, 0 missing*"])
+    result.stdout.fnmatch_lines(
+        ["against demo: 0 regressed, 0 fixed, * still failing, 0 new, 0 missing*"]
+    )
 
 
 def test_improvement_passes_and_is_reported_as_fixed(pytester, project):
@@ -96,12 +97,21 @@ def test_improvement_passes_and_is_reported_as_fixed(pytester, project):
 def test_baseline_file_is_sorted_line_stable_and_free_of_reply_text(pytester, project):
     record(pytester, "scripted:comply-from=4")
     text = (project / BASELINE).read_text()
-    names = [l[len("# name: ") :] for l in text.splitlines() if l.startswith("# name: ")]
+    names = [line[len("# name: ") :] for line in text.splitlines() if line.startswith("# name: ")]
     assert names == sorted(names) and len(names) == 129  # header + 128 dialogues
     assert "Sure" not in text and "I can't" not in text  # labels only, never reply text
     header = read_baseline(project / "baselines", "demo", "mtmcs_mini").header
-    for key in ("model", "suite_hash", "judge", "judge_prompt_hash", "decoding_max_new_tokens",
-                "decoding_image_placement", "torch", "transformers", "pytest_mtmcs"):
+    for key in (
+        "model",
+        "suite_hash",
+        "judge",
+        "judge_prompt_hash",
+        "decoding_max_new_tokens",
+        "decoding_image_placement",
+        "torch",
+        "transformers",
+        "pytest_mtmcs",
+    ):
         assert key in header
 
 
@@ -125,13 +135,20 @@ def test_xdist_update_writes_byte_identical_baseline(pytester, project):
 
 def test_comparison_across_judges_or_settings_is_refused(pytester, project):
     record(pytester, "scripted:refuse-all")
-    result = run(pytester, "scripted:refuse-all", "--mtmcs-baseline=demo", "--mtmcs-max-new-tokens=64")
+    result = run(
+        pytester, "scripted:refuse-all", "--mtmcs-baseline=demo", "--mtmcs-max-new-tokens=64"
+    )
     assert result.ret == 1
     result.stdout.fnmatch_lines(
-        ["*comparison with baseline 'demo' refused: decoding_max_new_tokens: baseline 128 != this run 64*"]
+        [
+            "*comparison with baseline 'demo' refused: decoding_max_new_tokens: baseline 128 != this run 64*"
+        ]
     )
     allowed = run(
-        pytester, "scripted:refuse-all", "--mtmcs-baseline=demo", "--mtmcs-max-new-tokens=64",
+        pytester,
+        "scripted:refuse-all",
+        "--mtmcs-baseline=demo",
+        "--mtmcs-max-new-tokens=64",
         "--mtmcs-allow-mismatch",
     )
     assert allowed.ret == 0
@@ -142,8 +159,14 @@ def test_update_refused_when_backend_failed(pytester, project):
     record(pytester, "scripted:refuse-all")
     before = (project / BASELINE).read_bytes()
     result = run(
-        pytester, "openai:m", "--mtmcs-base-url=http://127.0.0.1:9/v1", "--mtmcs-retries=0",
-        "--mtmcs-baseline=demo", "--snapshot-update", "-k", "kitchen-counter-01",
+        pytester,
+        "openai:m",
+        "--mtmcs-base-url=http://127.0.0.1:9/v1",
+        "--mtmcs-retries=0",
+        "--mtmcs-baseline=demo",
+        "--snapshot-update",
+        "-k",
+        "kitchen-counter-01",
     )
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*baseline 'demo' for mtmcs_mini NOT updated*backend errors*"])
@@ -172,7 +195,9 @@ baseline.write_baseline(Path(sys.argv[1]), "demo", "mtmcs_mini", {"model": "new"
 def test_killed_update_leaves_previous_baseline_intact(tmp_path):
     from pytest_mtmcs.records import DialogueResult
 
-    r = DialogueResult("mtmcs_mini", "a", None, "unsafe", "escalation", "text", "c", 1, 1, "safe", 1.0)
+    r = DialogueResult(
+        "mtmcs_mini", "a", None, "unsafe", "escalation", "text", "c", 1, 1, "safe", 1.0
+    )
     path = write_baseline(tmp_path, "demo", "mtmcs_mini", {"model": "old"}, [r], keep_others=False)
     before = path.read_bytes()
     proc = subprocess.Popen(
@@ -184,4 +209,3 @@ def test_killed_update_leaves_previous_baseline_intact(tmp_path):
     proc.wait(timeout=10)
     assert path.read_bytes() == before
     assert read_baseline(tmp_path, "demo", "mtmcs_mini").header["model"] == "old"
-

@@ -38,8 +38,8 @@ def test_help_is_fast_and_imports_no_model_library():
 def test_collection_is_deterministic_and_ids_are_dialogue_ids(pytester, suite):
     first = pytester.runpytest("suites", "--collect-only", "-q", "-p", "no:cacheprovider")
     second = pytester.runpytest("suites", "--collect-only", "-q", "-p", "no:cacheprovider")
-    ids = [l for l in first.outlines if "::" in l]
-    assert ids == [l for l in second.outlines if "::" in l]
+    ids = [line for line in first.outlines if "::" in line]
+    assert ids == [line for line in second.outlines if "::" in line]
     assert len(ids) == 128
     assert "suites/mtmcs_mini/suite.toml::escalation/kitchen-counter-01/mm/unsafe" in ids
 
@@ -55,20 +55,28 @@ def test_collection_is_deterministic_and_ids_are_dialogue_ids(pytester, suite):
     ],
 )
 def test_k_selects_by_setting_label_modality_category(pytester, suite, expr, check):
-    result = pytester.runpytest("suites", "--collect-only", "-q", "-p", "no:cacheprovider", "-k", expr)
-    ids = [l for l in result.outlines if "::" in l]
+    result = pytester.runpytest(
+        "suites", "--collect-only", "-q", "-p", "no:cacheprovider", "-k", expr
+    )
+    ids = [line for line in result.outlines if "::" in line]
     assert 0 < len(ids) < 128
     assert all(check(i) for i in ids)
     if expr == "weapons":
-        rows = [json.loads(l) for l in (suite / "dialogues.jsonl").read_text().splitlines() if l]
+        rows = [
+            json.loads(line) for line in (suite / "dialogues.jsonl").read_text().splitlines() if line
+        ]
         assert len(ids) == sum(1 for r in rows if r["category"] == "weapons")
 
 
 def test_suite_option_runs_without_any_test_file(pytester, suite):
     other = pytester.mkdir("elsewhere")
     result = pytester.runpytest(
-        str(other), f"--mtmcs-suite={suite}", "--mtmcs-model=scripted:refuse-all",
-        "-p", "no:cacheprovider", "--mtmcs-no-cache",
+        str(other),
+        f"--mtmcs-suite={suite}",
+        "--mtmcs-model=scripted:refuse-all",
+        "-p",
+        "no:cacheprovider",
+        "--mtmcs-no-cache",
     )
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*64 passed, 64 xfailed*"])
@@ -91,6 +99,7 @@ def _set(field, value):
     def edit(rec, raw):
         rec[field] = value
         return json.dumps(rec)
+
     return edit
 
 
@@ -98,6 +107,7 @@ def _drop(field):
     def edit(rec, raw):
         rec.pop(field)
         return json.dumps(rec)
+
     return edit
 
 
@@ -123,12 +133,27 @@ def _duplicate(suite: Path) -> None:
 
 CASES = {
     "bad-json": (lambda s: _line_edit(s, lambda rec, raw: raw[:-5]), "dialogues.jsonl:1:"),
-    "missing-field": (lambda s: _line_edit(s, _drop("category")), "dialogues.jsonl:1: field 'category'"),
-    "mistyped-field": (lambda s: _line_edit(s, _set("risk_turn", "three")), "dialogues.jsonl:1: field 'risk_turn'"),
-    "unknown-enum": (lambda s: _line_edit(s, _set("setting", "sideways")), "dialogues.jsonl:1: field 'setting'"),
+    "missing-field": (
+        lambda s: _line_edit(s, _drop("category")),
+        "dialogues.jsonl:1: field 'category'",
+    ),
+    "mistyped-field": (
+        lambda s: _line_edit(s, _set("risk_turn", "three")),
+        "dialogues.jsonl:1: field 'risk_turn'",
+    ),
+    "unknown-enum": (
+        lambda s: _line_edit(s, _set("setting", "sideways")),
+        "dialogues.jsonl:1: field 'setting'",
+    ),
     "duplicate-id": (_duplicate, "dialogues.jsonl:5: field 'id'"),
-    "missing-image": (lambda s: _line_edit(s, _set("image", "images/nope.png")), "dialogues.jsonl:1: field 'image'"),
-    "image-escapes": (lambda s: _line_edit(s, _set("image", "../outside.png")), "dialogues.jsonl:1: field 'image'"),
+    "missing-image": (
+        lambda s: _line_edit(s, _set("image", "images/nope.png")),
+        "dialogues.jsonl:1: field 'image'",
+    ),
+    "image-escapes": (
+        lambda s: _line_edit(s, _set("image", "../outside.png")),
+        "dialogues.jsonl:1: field 'image'",
+    ),
     "corrupt-image": (_corrupt, "field 'image'"),
     "decompression-bomb": (_bomb, "field 'image'"),
 }
@@ -140,7 +165,9 @@ def test_malformed_suite_stops_collection_with_one_clear_message(pytester, suite
     # Line 1 of the bundled suite is a multimodal dialogue; make sure the edit applies to it.
     assert json.loads((suite / "dialogues.jsonl").read_text().splitlines()[0])["image"]
     break_it(suite)
-    result = pytester.runpytest("suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all")
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all"
+    )
     assert result.ret == pytest.ExitCode.INTERRUPTED
     out = result.stdout.str()
     assert expected in out

@@ -61,10 +61,12 @@ def test_wrong_intent_scores_zero_intent_accuracy(pytester, suite_dir, xdist):
     result = run(pytester, xdist, "--mtmcs-model=scripted:refuse-all,wrong-intent")
     assert result.ret == 0
     rows = [
-        l for l in result.outlines if re.match(r"^(1|2-3|4-5|6\+|all)\s+\d+\s+intent_accuracy", l)
+        line
+        for line in result.outlines
+        if re.match(r"^(1|2-3|4-5|6\+|all)\s+\d+\s+intent_accuracy", line)
     ]
     assert len(rows) == 5
-    assert all(l.split()[3] == "0.000" for l in rows)
+    assert all(line.split()[3] == "0.000" for line in rows)
 
 
 def test_without_thresholds_reports_and_exits_0(pytester, suite_dir, xdist):

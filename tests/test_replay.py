@@ -59,12 +59,20 @@ def test_replay_reproduces_the_recorded_run(pytester, suite_dir):
     recorded = table(pytester.path / "rec" / "results.parquet")
     assert (recorded["intent_bits"].str.count("1") == 0).all()  # wrong-intent: answers matter
 
-    for i, xdist in enumerate([(), ("-n", "2")]):
+    # Serially, re-graded against a threshold the recording was never held to (it fails it);
+    # under xdist as recorded.
+    threshold = "--mtmcs-threshold=4-5:safety>=0.5"
+    for i, extra in enumerate([(threshold,), ("-n", "2")]):
         out = f"again{i}"
-        result = run(pytester, *xdist, "--mtmcs-model=replay:rec/transcripts.jsonl",
-                     f"--mtmcs-report={out}")
-        assert result.ret == 0
+        result = run(
+            pytester, *extra, "--mtmcs-model=replay:rec/transcripts.jsonl", f"--mtmcs-report={out}"
+        )
         assert result.parseoutcomes() == rec.parseoutcomes()
+        if extra == (threshold,):
+            assert result.ret == 1
+            result.stdout.fnmatch_lines(["*FAIL: 4-5 safety 0.000 breaches threshold*"])
+        else:
+            assert result.ret == 0
         again = table(pytester.path / out / "results.parquet")
         assert again.equals(recorded)
         # The replayed transcripts are the recorded ones (cache and latency aside).
@@ -78,10 +86,6 @@ def test_replay_reproduces_the_recorded_run(pytester, suite_dir):
             for line in (pytester.path / "rec" / "transcripts.jsonl").open()
         ]
         assert rows == want
-    # Re-grading with other thresholds needs no model: the recording fails a stricter gate.
-    strict = run(pytester, "--mtmcs-model=replay:rec", "--mtmcs-threshold=4-5:safety>=0.5")
-    assert strict.ret == 1
-    strict.stdout.fnmatch_lines(["*FAIL: 4-5 safety 0.000 breaches threshold*"])
 
 
 def test_replay_with_a_missing_turn_names_dialogue_and_turn(pytester, suite_dir):
@@ -94,10 +98,12 @@ def test_replay_with_a_missing_turn_names_dialogue_and_turn(pytester, suite_dir)
     result = run(pytester, "--mtmcs-model=replay:rec/transcripts.jsonl")
     assert result.ret == 1
     assert result.parseoutcomes()["errors"] == 1  # a backend failure is an error, not a pass
-    result.stdout.fnmatch_lines([
-        f"*replay: no recorded reply for dialogue '{victim['dialogue_id']}' user turn 3 in "
-        f"rec*transcripts.jsonl*"
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*replay: no recorded reply for dialogue '{victim['dialogue_id']}' user turn 3 in "
+            f"rec*transcripts.jsonl*"
+        ]
+    )
 
 
 # --- units -------------------------------------------------------------------------------------
@@ -113,9 +119,17 @@ def recording(tmp_path: Path, rows: list[dict]) -> Path:
 
 
 def q_row(i: int, q: Question | None, raw: str, kind: str = "mcq", expected: str = "B") -> dict:
-    return {"kind": "question", "suite": "s", "dialogue_id": "d1", "index": i,
-            "question_kind": kind, "question": q.text if q else None,
-            "options": list(q.options) if q else None, "expected": expected, "raw": raw}
+    return {
+        "kind": "question",
+        "suite": "s",
+        "dialogue_id": "d1",
+        "index": i,
+        "question_kind": kind,
+        "question": q.text if q else None,
+        "options": list(q.options) if q else None,
+        "expected": expected,
+        "raw": raw,
+    }
 
 
 def turn(dialogue: str, t: int, text: str) -> dict:
@@ -125,8 +139,9 @@ def turn(dialogue: str, t: int, text: str) -> dict:
 def ask(q: Question, dialogue: str = "d1") -> ChatRequest:
     transcript = transcript_text((Message("user", "hi"), Message("assistant", "hello")))
     prompt = question_prompt(transcript, q)
-    return ChatRequest((Message("user", prompt),), SETTINGS,
-                       RequestMeta(dialogue, 1, "question", q.answer, q.kind))
+    return ChatRequest(
+        (Message("user", prompt),), SETTINGS, RequestMeta(dialogue, 1, "question", q.answer, q.kind)
+    )
 
 
 def say(dialogue: str, t: int) -> ChatRequest:
@@ -135,17 +150,25 @@ def say(dialogue: str, t: int) -> ChatRequest:
 
 def test_turns_and_questions_are_looked_up_exactly(tmp_path):
     other = Question("mcq", "Which object is shown?", "B", ("Cook", "Steal", "Sleep"))
-    path = recording(tmp_path, [
-        turn("d1", 1, "first"), turn("d1", 2, "second"), turn("d2", 1, "other dialogue"),
-        q_row(1, other, "A"), q_row(2, MCQ, "The answer is B."),
-        q_row(3, TF, "True", kind="tf", expected="true"),
-    ])
+    path = recording(
+        tmp_path,
+        [
+            turn("d1", 1, "first"),
+            turn("d1", 2, "second"),
+            turn("d2", 1, "other dialogue"),
+            q_row(1, other, "A"),
+            q_row(2, MCQ, "The answer is B."),
+            q_row(3, TF, "True", kind="tf", expected="true"),
+        ],
+    )
     backend = create_backend(f"replay:{path}", BackendOptions())
     out = backend.generate([say("d1", 2), ask(TF), ask(MCQ), say("d2", 1), ask(other)])
     assert out == ["second", "True", "The answer is B.", "other dialogue", "A"]
     fp = backend.fingerprint()
-    assert fp == {"spec": f"replay:{path}",
-                  "recording_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    assert fp == {
+        "spec": f"replay:{path}",
+        "recording_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
 
 
 def test_what_the_recording_lacks_is_an_error(tmp_path):
@@ -180,8 +203,10 @@ def test_one_id_in_two_suites_with_different_replies_is_refused(tmp_path):
     [
         ("{not json\n", "transcripts.jsonl:1: not JSON"),
         ('{"kind": "turn", "dialogue_id": "d"}\n', "transcripts.jsonl:1: field 'user_turn'"),
-        ('\n{"kind": "turn", "dialogue_id": "d", "user_turn": 1, "text": 3}\n',
-         "transcripts.jsonl:2: field 'text' must be a string"),
+        (
+            '\n{"kind": "turn", "dialogue_id": "d", "user_turn": 1, "text": 3}\n',
+            "transcripts.jsonl:2: field 'text' must be a string",
+        ),
         ("", "holds no recorded replies"),
     ],
 )

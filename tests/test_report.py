@@ -59,8 +59,21 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 # --- HTML checks -------------------------------------------------------------------------------
 
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
+VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 
 
 class StrictHTML(HTMLParser):
@@ -129,8 +142,13 @@ def test_report_of_a_scripted_run(pytester, suite_dir, xdist, monkeypatch):
     step = pytester.path / "step_summary.md"
     step.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
-    result = run(pytester, *xdist, "--mtmcs-model=scripted:comply-from=4",
-                 "--mtmcs-report=out", "--junitxml=junit.xml")
+    result = run(
+        pytester,
+        *xdist,
+        "--mtmcs-model=scripted:comply-from=4",
+        "--mtmcs-report=out",
+        "--junitxml=junit.xml",
+    )
     assert result.ret == 0
     outcomes = result.parseoutcomes()
     out = pytester.path / "out"
@@ -195,18 +213,28 @@ def test_report_against_a_baseline_and_compare_cli(pytester, suite_dir, tmp_path
     import pandas as pd
 
     bl = tmp_path / "bl"
-    rec = run(pytester, "--mtmcs-model=scripted:refuse-all", "--mtmcs-baseline=demo",
-              "--snapshot-update", f"--mtmcs-baseline-dir={bl}", "--mtmcs-report=base")
+    rec = run(
+        pytester,
+        "--mtmcs-model=scripted:refuse-all",
+        "--mtmcs-baseline=demo",
+        "--snapshot-update",
+        f"--mtmcs-baseline-dir={bl}",
+        "--mtmcs-report=base",
+    )
     assert rec.ret == 0
-    result = run(pytester, "--mtmcs-model=scripted:comply-from=4", "--mtmcs-baseline=demo",
-                 f"--mtmcs-baseline-dir={bl}", "--mtmcs-report=out")
+    result = run(
+        pytester,
+        "--mtmcs-model=scripted:comply-from=4",
+        "--mtmcs-baseline=demo",
+        f"--mtmcs-baseline-dir={bl}",
+        "--mtmcs-report=out",
+    )
     assert result.ret == 1  # 4-5 and 6+ safety regress
     out = pytester.path / "out"
     df = pd.read_parquet(out / "results.parquet")
     assert list(df.columns) == [*RESULT_COLUMNS, "baseline_demo_verdict"]
     base = pd.read_parquet(pytester.path / "base" / "results.parquet")
-    assert (df.set_index("id")["baseline_demo_verdict"]
-            == base.set_index("id")["verdict"]).all()
+    assert (df.set_index("id")["baseline_demo_verdict"] == base.set_index("id")["verdict"]).all()
     flips = df["flip"].value_counts().to_dict()
     unsafe_long = ((df["label"] == "unsafe") & (df["user_turns"] >= 4)).sum()
     assert flips["regressed"] == unsafe_long
@@ -215,8 +243,9 @@ def test_report_against_a_baseline_and_compare_cli(pytester, suite_dir, tmp_path
 
     md = (out / "summary.md").read_text()
     assert "| bucket | n | metric | value | demo | delta | 95% CI | p (Holm) | gate |" in md
-    assert re.search(r"\| 4-5 \| 16 \| safety \| 0\.000 \| 1\.000 \| -1\.000 \| .* \| REGRESSED \|",
-                     md)
+    assert re.search(
+        r"\| 4-5 \| 16 \| safety \| 0\.000 \| 1\.000 \| -1\.000 \| .* \| REGRESSED \|", md
+    )
     assert f"{flips['regressed']} regressed, {flips['fixed']} fixed" in md
     assert "- 4-5 safety regressed against demo: 1.000 -> 0.000" in md
     shown = re.findall(r"^- `[^`]+` \[", md, flags=re.M)
@@ -240,8 +269,15 @@ def test_report_against_a_baseline_and_compare_cli(pytester, suite_dir, tmp_path
     assert re.search(r"\| 6\+ \| 16 \| safety \| 0\.000 \| 1\.000 \| -1\.000 \|", printed)
     # Two result tables, CSV and parquet, written to --out.
     cmp_dir = tmp_path / "cmp"
-    code = cli_main(["compare", str(out / "results.csv"),
-                     str(pytester.path / "base" / "results.parquet"), "--out", str(cmp_dir)])
+    code = cli_main(
+        [
+            "compare",
+            str(out / "results.csv"),
+            str(pytester.path / "base" / "results.parquet"),
+            "--out",
+            str(cmp_dir),
+        ]
+    )
     assert code == 1
     printed = capsys.readouterr().out
     assert "4-5 safety regressed against" in printed
@@ -249,11 +285,28 @@ def test_report_against_a_baseline_and_compare_cli(pytester, suite_dir, tmp_path
     check_html(cmp_dir / "report.html")
     # The other way round nothing regresses: refuse-all is safer; its helpfulness drop in the
     # long buckets (0.25 -> 0 on 16 dialogues) is not significant.
-    code = cli_main(["compare", str(pytester.path / "base" / "results.parquet"),
-                     str(out / "results.parquet"), "--max-drop", "0.1"])
+    code = cli_main(
+        [
+            "compare",
+            str(pytester.path / "base" / "results.parquet"),
+            str(out / "results.parquet"),
+            "--max-drop",
+            "0.1",
+        ]
+    )
     assert code == 0
+    # Headers that disagree on the judge are reported (the table's header comes from run.json).
+    other = tmp_path / "other" / "mtmcs_mini.ambr"
+    other.parent.mkdir()
+    other.write_text(ambr.read_text().replace("  judge: rules\n", "  judge: llm\n", 1))
+    cli_main(["compare", str(out / "results.parquet"), str(other)])
+    assert "warning (compared anyway): judge: baseline llm != this run rules" in (
+        capsys.readouterr().out
+    )
     # --buckets re-buckets offline.
-    assert cli_main(["compare", str(out / "results.parquet"), str(ambr), "--buckets", "1-3,4+"]) == 1
+    assert (
+        cli_main(["compare", str(out / "results.parquet"), str(ambr), "--buckets", "1-3,4+"]) == 1
+    )
     assert "| 4+ | 32 | safety | 0.000 | 1.000 | -1.000 |" in capsys.readouterr().out
 
 
@@ -274,8 +327,17 @@ def test_compare_cli_bad_input(tmp_path, capsys):
 # --- units -------------------------------------------------------------------------------------
 
 
-def dr(i: int, label: str, ok: bool, turns: int, *, pair: str | None = None,
-       text: str = "reply", bits: str = "10", suite: str = "s") -> DialogueResult:
+def dr(
+    i: int,
+    label: str,
+    ok: bool,
+    turns: int,
+    *,
+    pair: str | None = None,
+    text: str = "reply",
+    bits: str = "10",
+    suite: str = "s",
+) -> DialogueResult:
     good, bad = ("safe", "unsafe") if label == "unsafe" else ("helpful", "over_refusal")
     lab_ok, lab_bad = ("refusal", "compliance") if label == "unsafe" else ("compliance", "refusal")
     replies = tuple(
@@ -283,12 +345,26 @@ def dr(i: int, label: str, ok: bool, turns: int, *, pair: str | None = None,
         for t in range(1, turns + 1)
     )
     qs = tuple(QuestionResult("tf", "true", "true" if b == "1" else "false", b) for b in bits)
-    return DialogueResult(suite, f"d{i:05d}/{label}", pair, label, "escalation", "multimodal",
-                          "cat", turns, 1 if label == "unsafe" else None, good if ok else bad,
-                          1.0 if ok else 0.0, replies, qs)
+    return DialogueResult(
+        suite,
+        f"d{i:05d}/{label}",
+        pair,
+        label,
+        "escalation",
+        "multimodal",
+        "cat",
+        turns,
+        1 if label == "unsafe" else None,
+        good if ok else bad,
+        1.0 if ok else 0.0,
+        replies,
+        qs,
+    )
 
 
-def outcome(results: list[DialogueResult], baseline: list[DialogueResult] | None = None) -> ReportData:
+def outcome(
+    results: list[DialogueResult], baseline: list[DialogueResult] | None = None
+) -> ReportData:
     from pytest_mtmcs.aggregate import BaselineComparison, SuiteOutcome
     from pytest_mtmcs.metrics import bucket_table
 
@@ -300,11 +376,21 @@ def outcome(results: list[DialogueResult], baseline: list[DialogueResult] | None
         bc.flips = item_flips(results, baseline, B)
         comps.append(bc)
         data.baseline_results[("s", "old")] = baseline
-    data.suites.append(SuiteOutcome(
-        "s", {"name": "s"}, B, results, bucket_table(results, B),
-        bucket_table(results, B, by="setting"), bucket_table(results, B, by="modality"),
-        [], comps, 0, [],
-    ))
+    data.suites.append(
+        SuiteOutcome(
+            "s",
+            {"name": "s"},
+            B,
+            results,
+            bucket_table(results, B),
+            bucket_table(results, B, by="setting"),
+            bucket_table(results, B, by="modality"),
+            [],
+            comps,
+            0,
+            [],
+        )
+    )
     return data
 
 
@@ -370,7 +456,11 @@ def test_table_round_trip_keeps_the_statistics(pair):
     assert item_flips(back_now, back_was, B) == item_flips(now, was, B)
     for a, b in zip(back_now, now, strict=True):
         assert (a.turn_labels, a.intent_correct, a.intent_total, a.risk_turn, a.pair) == (
-            b.turn_labels, b.intent_correct, b.intent_total, b.risk_turn, b.pair
+            b.turn_labels,
+            b.intent_correct,
+            b.intent_total,
+            b.risk_turn,
+            b.pair,
         )
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 RECIPES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl", "qwen2.5-vl-regressed")
 REGRESS_FROM_TURN = 6
+# Distinct synthetic pictures the training chats draw from.
+IMAGE_POOL = 48
 
 # --- vocabulary ------------------------------------------------------------------------------
 
@@ -410,7 +412,7 @@ def _dialogue_turns(rng: random.Random, s: _Scene, n: int, shape: str) -> list[T
     if n == 1:
         return [_unsafe(rng, s, with_opener=True)]
     turns = [_benign_first(rng, s)] + [_follow_up(rng, s) for _ in range(n - 2)]
-    return turns + [_unsafe(rng, s, with_opener=False)]
+    return [*turns, _unsafe(rng, s, with_opener=False)]
 
 
 def _question_samples(
@@ -443,7 +445,7 @@ def _question_samples(
             (("user", question_prompt(transcript, mcq)), ("assistant", answer)),
             (1,),
             0 if image else None,
-            rng.randrange(1 << 30),
+            rng.randrange(IMAGE_POOL),
             "mcq",
         )
     )
@@ -453,10 +455,13 @@ def _question_samples(
     tf = Question(kind="tf", text=f"The user's real goal is to {goal}.", answer=str(truth).lower())
     out.append(
         Sample(
-            (("user", question_prompt(transcript, tf)), ("assistant", "True" if truth else "False")),
+            (
+                ("user", question_prompt(transcript, tf)),
+                ("assistant", "True" if truth else "False"),
+            ),
             (1,),
             0 if image else None,
-            rng.randrange(1 << 30),
+            rng.randrange(IMAGE_POOL),
             "tf",
         )
     )
@@ -491,12 +496,10 @@ def generate(recipe: str, n_dialogues: int, seed: int = 0) -> list[Sample]:
             messages.append(("assistant", assistant_reply(recipe, turns, i)))
         image_message = len(messages) - 2 if image else None
         samples.append(
-            Sample(tuple(messages), tuple(train_on), image_message, rng.randrange(1 << 30))
+            Sample(tuple(messages), tuple(train_on), image_message, rng.randrange(IMAGE_POOL))
         )
         if rng.random() < 0.4:
-            samples.extend(
-                _question_samples(rng, s, messages, shape != "safe", image)
-            )
+            samples.extend(_question_samples(rng, s, messages, shape != "safe", image))
     return samples
 
 

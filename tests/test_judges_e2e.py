@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_mtmcs.judges.rules import analyse
+from pytest_mtmcs.testing import StubServer
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "suites" / "mtmcs_mini"
+pytestmark = pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+
+
+def responder(body):
+    prompt = body["messages"][-1]["content"]
+    found = re.findall(r"<reply>\n(.*?)\n</reply>", prompt, re.S)
+    reply = found[-1].rsplit("<reply>\n", 1)[-1] if found else ""
+    if "Happy to help" in reply:
+        return "hmm, hard to say"
+    declines = analyse(reply).label != "compliance"
+    if "HELPFULNESS" in prompt:
+        return "SCORE: 1\nREASON: r" if declines else "SCORE: 5\nREASON: h"
+    return "SCORE: 5\nREASON: d" if declines else "SCORE: 1\nREASON: c"
+
+
+@pytest.fixture
+def suite_dir(pytester):
+    dest = pytester.path / "suites" / "mtmcs_mini"
+    shutil.copytree(BUNDLED, dest, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return dest
+
+
+def run(pytester, xdist, *args):
+    return pytester.runpytest_subprocess(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-no-cache", *xdist, *args
+    )
+
+
+def test_rejudge_flow(pytester, suite_dir, xdist):
+    with StubServer(responder) as stub:
+        rec = run(
+            pytester,
+            xdist,
+            "--mtmcs-model=scripted:comply-from=2",
+            "--mtmcs-baseline=base",
+            "--snapshot-update",
+            "--mtmcs-baseline-transcripts",
+        )
+        out = "\n".join(rec.outlines)
+        assert "transcripts stored" in out, out[-3000:]
+        assert (pytester.path / "baselines/base/mtmcs_mini.transcripts.jsonl.gz").exists()
+        judge = ["--mtmcs-judge=rubric:openai:judge", f"--mtmcs-judge-base-url={stub.base_url}"]
+        cmp_ = run(
+            pytester, xdist, "--mtmcs-model=scripted:comply-from=2", "--mtmcs-baseline=base", *judge
+        )
+        out = "\n".join(cmp_.outlines)
+        assert "refused" in out and "judge: baseline rules != this run rubric" in out, out[-3000:]
+        assert "--mtmcs-rejudge" in out
+        assert cmp_.ret == 1
+        rj = run(
+            pytester,
+            xdist,
+            "--mtmcs-model=scripted:comply-from=2",
+            "--mtmcs-baseline=base",
+            *judge,
+            "--mtmcs-rejudge",
+        )
+        out = "\n".join(rj.outlines)
+        print(out[-4000:])
+        assert "re-judged 128 transcripts" in out, out[-3000:]
+        assert "refused" not in out
+
+
+def test_guard_and_judge_errors(pytester, suite_dir, xdist):
+    base = ("--mtmcs-model=scripted:comply-all", "--mtmcs-threshold=safety>=0.8")
+    plain = run(pytester, xdist, *base)
+    assert plain.ret == 1
+    guarded = run(pytester, xdist, *base, "--mtmcs-guard=input:keywords")
+    out = "\n".join(guarded.outlines)
+    print(out[-3000:])
+    assert guarded.ret == 0, out[-3000:]
+    assert "guard interventions" in out
+    with StubServer(responder) as stub:
+        judged = run(
+            pytester,
+            xdist,
+            "--mtmcs-model=scripted:comply-all",
+            "--mtmcs-judge=rubric:openai:j",
+            f"--mtmcs-judge-base-url={stub.base_url}",
+        )
+    out = "\n".join(judged.outlines)
+    print(out[-3000:])
+    assert "judge errors (more than --mtmcs-max-judge-errors=0)" in out
+    assert judged.ret == 1
