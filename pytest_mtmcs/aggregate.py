@@ -31,6 +31,8 @@ class BaselineComparison:
     refused: bool = False
     # Dialogues of the baseline re-judged with this run's judge (--mtmcs-rejudge), else None.
     rejudged: int | None = None
+    # The baseline's results as compared: re-judged ones when rejudged is set.
+    results: list[DialogueResult] | None = None
 
 
 @dataclass
@@ -163,6 +165,7 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
                 )
                 comps.append(bc)
                 continue
+            bc.results = base_results
             bc.comparisons = compare_buckets(
                 results, base_results, buckets, max_drop=max_drop, alpha=alpha
             )

@@ -303,7 +303,7 @@ def primary_comparison(s: SuiteOutcome) -> Any:
 
 def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
     """Rows of the per-bucket table (as the terminal shows it) and the baseline column name."""
-    from pytest_mtmcs.summary import _gate_status
+    from pytest_mtmcs.summary import gate_status
 
     primary = primary_comparison(s)
     comps = {(c.bucket, c.metric): c for c in (primary.comparisons if primary else [])}
@@ -333,7 +333,7 @@ def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
                     delta,
                     f"[{lo:.2f}, {hi:.2f}]",
                     p,
-                    _gate_status(s, bucket, metric, comp),
+                    gate_status(s, bucket, metric, comp),
                 ]
             )
     return rows, (primary.name if primary else "baseline")

@@ -26,7 +26,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
     return out
 
 
-def _gate_status(s: SuiteOutcome, bucket: str, metric: str, comp: Any) -> str:
+def gate_status(s: SuiteOutcome, bucket: str, metric: str, comp: Any) -> str:
     parts = []
     for c in s.checks:
         if c.bucket == bucket and c.metric == metric:
@@ -71,7 +71,7 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
                     (f"{comp.delta:+.3f}" if comp and comp.delta is not None else "-"),
                     f"[{lo:.2f}, {hi:.2f}]",
                     (f"{comp.p_holm:.3g}" if comp and comp.n_pairs else "-"),
-                    _gate_status(s, bucket, metric, comp),
+                    gate_status(s, bucket, metric, comp),
                 ]
             )
     base_name = primary.name if primary else "baseline"
