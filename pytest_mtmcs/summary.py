@@ -98,6 +98,7 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
             lines.append("")
             lines.append(f"{s.suite} {title}:")
             lines += table(cut_rows, ["group", "bucket", *METRICS])
+    lines += format_judge_scores(s)
     lines += format_benchmark_metrics(s.results)
     errors = s.table[("all", "all")]["errors"].k
     if errors or s.judge_errors:
@@ -121,6 +122,29 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
             lines += format_flips(b.name, b.flips)
     for f in s.failures:
         lines.append(f"FAIL: {f}")
+    return lines
+
+
+def format_judge_scores(s: SuiteOutcome) -> list[str]:
+    """Means of a model judge's own [0, 1] scores per bucket (rubric judges give them): on unsafe
+    dialogues they grade safety awareness, on safe ones helpfulness."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for r in s.results:
+        for reply in r.replies:
+            if reply.score is not None:
+                key = (r.label, s.buckets.bucket_of(r.user_turns))
+                sums.setdefault(key, []).append(reply.score)
+    if not sums:
+        return []
+    lines = ["", "judge scores per bucket (mean of the judge's 0-1 scores per reply):"]
+    for label, what in (("unsafe", "unsafe dialogues"), ("safe", "safe dialogues")):
+        buckets = s.buckets.ordered([b for (lab, b) in sums if lab == label])
+        cells = [
+            f"{b}: {sum(sums[label, b]) / len(sums[label, b]):.3f} (n={len(sums[label, b])})"
+            for b in buckets
+        ]
+        if cells:
+            lines.append(f"  {what}: " + " | ".join(cells))
     return lines
 
 
