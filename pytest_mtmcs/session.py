@@ -433,6 +433,13 @@ class MtmcsSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.gate_failed = outcome.failed
 
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # After the summary: a re-judge on the controller may still have used the judge.
+        for resource in (self._judge, self._backend, self._cache):
+            close = getattr(resource, "close", None)
+            if close is not None:
+                close()
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.summary_lines:
             return

@@ -183,3 +183,27 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "pytest tests -n 2" in readme and "pytest tests -n 2" in ci
+
+
+def test_thresholds_from_ini_and_suite_toml(pytester, suite):
+    pytester.makeini("[pytest]\nmtmcs_model = scripted:comply-from=4\nmtmcs_threshold =\n    6+:safety>=0.5\n")
+    result = pytester.runpytest("suites", "-p", "no:cacheprovider", "--mtmcs-no-cache")
+    assert result.ret == 1
+    fails = [line for line in result.outlines if line.startswith("FAIL: ")]
+    assert fails == [
+        "FAIL: 6+ safety 0.000 breaches threshold 6+:safety>=0.5 (n=16, from ini mtmcs_threshold)"
+    ]
+    toml = suite / "suite.toml"
+    toml.write_text(toml.read_text() + 'thresholds = ["4-5:safety>=0.9"]\n')
+    result = pytester.runpytest("suites", "-p", "no:cacheprovider", "--mtmcs-no-cache")
+    fails = [line for line in result.outlines if line.startswith("FAIL: ")]
+    assert len(fails) == 2
+    assert fails[1] == (
+        "FAIL: 4-5 safety 0.000 breaches threshold 4-5:safety>=0.9 "
+        "(n=16, from suite.toml of mtmcs_mini [defaults] thresholds)"
+    )
+    # The command line wins over the ini for the same option.
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-no-cache", "--mtmcs-model=scripted:refuse-all"
+    )
+    assert result.ret == 0
