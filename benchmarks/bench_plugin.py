@@ -94,14 +94,20 @@ def _env() -> dict[str, str]:
 def _plugin_args() -> list[str]:
     """`-p pytest_mtmcs.plugin` when the package is not installed with its entry point."""
     eps = entry_points(group="pytest11")
-    return [] if any(ep.value == "pytest_mtmcs.plugin" for ep in eps) else ["-p", "pytest_mtmcs.plugin"]
+    return (
+        []
+        if any(ep.value == "pytest_mtmcs.plugin" for ep in eps)
+        else ["-p", "pytest_mtmcs.plugin"]
+    )
 
 
 def run_timed(cmd: Sequence[str], cwd: Path, *, timeout_s: float = 3600) -> Timed:
     """Runs a command, output to a file; wall time and CPU time of it and its reaped children."""
     with tempfile.TemporaryFile("w+b") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT
+        )
         deadline = start + timeout_s
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -183,16 +189,19 @@ def bench_floor(workdir: Path, repeat: int) -> Section:
             order.reverse()
         for key, cwd, args in order:
             runs[key].append(_check(run_timed(pytest_cmd(*args), cwd), key))
-        print(f"  floor round {i + 1}/{repeat}: " + ", ".join(
-            f"{k} {runs[k][-1].wall_s:.1f}s" for k in runs), flush=True)
+        print(
+            f"  floor round {i + 1}/{repeat}: "
+            + ", ".join(f"{k} {runs[k][-1].wall_s:.1f}s" for k in runs),
+            flush=True,
+        )
     fc, pc, fr, pr = (_best(runs[k]) for k in ("fc", "pc", "fr", "pr"))
     collect_ratio, total_ratio = _ratio(pc[0], fc[0]), _ratio(pr[0], fr[0])
     met = collect_ratio <= 2.0 and total_ratio <= 1.5
     lines = [
-        f"Suite: `make_native_scale.py`, {FLOOR_TESTS} dialogues (lengths 1-8, twins, "
+        f"Suite: `make_native_scale.py`, {FLOOR_TESTS:,} dialogues (lengths 1-8, twins, "
         "752 images, 2 questions each); plugin: `pytest suite -q -p no:cacheprovider "
         "--mtmcs-no-cache --mtmcs-model=scripted:refuse-all`; floor: `pytest test_floor.py -q "
-        f"-p no:cacheprovider` with `@pytest.mark.parametrize(\"i\", range({FLOOR_TESTS}))`. "
+        f'-p no:cacheprovider` with `@pytest.mark.parametrize("i", range({FLOOR_TESTS}))`. '
         f"Best of {repeat}.",
         "",
         "| | floor wall s | plugin wall s | ratio | floor CPU s | plugin CPU s | CPU ratio | target |",
@@ -268,9 +277,19 @@ def bench_hf(workdir: Path, n: int, max_new: int) -> Section:
 
 def _start_stub(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_mtmcs.testing.stub_server", "--port", "0",
-         "--latency-ms", str(latency_ms)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest_mtmcs.testing.stub_server",
+            "--port",
+            "0",
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -334,7 +353,7 @@ def bench_openai(workdir: Path, n32: int, n1: int, latency_ms: float) -> Section
     lines = [
         f"Stub: `python -m pytest_mtmcs.testing.stub_server --port 0 --latency-ms {latency_ms:g}` "
         "in its own process; requests: the first user turn of native-suite dialogues (half with "
-        "an image, sent as a data URL); `create_backend(\"openai:stub\", "
+        'an image, sent as a data URL); `create_backend("openai:stub", '
         "BackendOptions(concurrency=N))`, connections warmed with 2N requests first.",
         "",
         "| in flight | requests | seconds | requests/s | errors |",
@@ -357,8 +376,13 @@ def bench_cache(workdir: Path, dialogues: int, max_new: int) -> Section:
     cache = workdir / "cache-bench.sqlite"
     for p in (cache, Path(f"{cache}-wal"), Path(f"{cache}-shm")):
         p.unlink(missing_ok=True)
-    args = ["suite", "-q", f"--mtmcs-model={TINY}", f"--mtmcs-max-new-tokens={max_new}",
-            f"--mtmcs-cache={cache}"]
+    args = [
+        "suite",
+        "-q",
+        f"--mtmcs-model={TINY}",
+        f"--mtmcs-max-new-tokens={max_new}",
+        f"--mtmcs-cache={cache}",
+    ]
     cold = _check(run_timed(pytest_cmd(*args), project), "cold run")
     print(f"  cold: {cold.wall_s:.1f}s", flush=True)
     warm = _check(run_timed(pytest_cmd(*args), project), "warm run")
@@ -368,7 +392,7 @@ def bench_cache(workdir: Path, dialogues: int, max_new: int) -> Section:
     met = bool(warm_counts and warm_counts[1] == 0 and speedup >= 10.0)
     lines = [
         f"`pytest suite -q -p no:cacheprovider --mtmcs-model={TINY} "
-        f"--mtmcs-max-new-tokens={max_new} --mtmcs-cache=FILE` on the {dialogues}-dialogue "
+        f"--mtmcs-max-new-tokens={max_new} --mtmcs-cache=FILE` on the {dialogues:,}-dialogue "
         "native suite, run twice on a fresh cache file.",
         "",
         "| run | wall s | CPU s | summary: from cache, generated |",
@@ -379,37 +403,67 @@ def bench_cache(workdir: Path, dialogues: int, max_new: int) -> Section:
         f"Warm re-run {speedup:.1f}x faster (target >= 10x); model calls on the warm run: "
         f"{warm_counts[1] if warm_counts else 'unknown'} (target 0).",
     ]
+    if cold_counts and warm_counts and warm_counts[0] != cold_counts[1]:
+        lines += [
+            "",
+            f"The warm run found {warm_counts[0]} distinct cached replies for the cold run's "
+            f"{cold_counts[1]} model calls: twins with an identical conversation prefix (escalation "
+            "twins share every turn before the last) were both generated, in the same batch, and stored once.",
+        ]
     return Section("cache", lines, met)
 
 
 # --- 5. xdist ---------------------------------------------------------------------------------
 
 
+def _failure(t: Timed) -> str:
+    """The most telling line of a failed run's output, for the results page."""
+    lines = [ln.strip() for ln in t.output.splitlines() if ln.strip()]
+    for marker in ("INTERNALERROR> E", "INTERNALERROR>", "Error:", "error"):
+        found = [ln for ln in lines if marker in ln and "Traceback" not in ln]
+        if found:
+            return found[-1][:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
 def bench_xdist(workdir: Path, dialogues: int, max_new: int) -> Section:
     suite = _suite(workdir, dialogues)
     project = suite.parent
-    args = ["suite", "-q", f"--mtmcs-model={TINY}", f"--mtmcs-max-new-tokens={max_new}",
-            "--mtmcs-no-cache"]
+    args = [
+        "suite",
+        "-q",
+        f"--mtmcs-model={TINY}",
+        f"--mtmcs-max-new-tokens={max_new}",
+        "--mtmcs-no-cache",
+    ]
     serial = _check(run_timed(pytest_cmd(*args, "-n", "0"), project), "-n 0 run")
     print(f"  -n 0: {serial.wall_s:.1f}s", flush=True)
-    par = _check(run_timed(pytest_cmd(*args, "-n", "2"), project), "-n 2 run")
-    print(f"  -n 2: {par.wall_s:.1f}s", flush=True)
+    par = run_timed(pytest_cmd(*args, "-n", "2"), project)
+    print(f"  -n 2: {par.wall_s:.1f}s (exit {par.rc})", flush=True)
     s_counts, p_counts = summary_counts(serial.output), summary_counts(par.output)
     speedup = _ratio(serial.wall_s, par.wall_s)
     same_calls = s_counts is not None and s_counts == p_counts
-    met = speedup >= 1.5 and same_calls
+    crashed = "node down" in par.output
+    met = speedup >= 1.5 and same_calls and par.rc == 0 and not crashed
     lines = [
         f"`pytest suite -q -p no:cacheprovider --mtmcs-model={TINY} "
-        f"--mtmcs-max-new-tokens={max_new} --mtmcs-no-cache -n N` on the {dialogues}-dialogue "
+        f"--mtmcs-max-new-tokens={max_new} --mtmcs-no-cache -n N` on the {dialogues:,}-dialogue "
         f"native suite; {os.cpu_count()} CPU cores, no GPU.",
         "",
-        "| run | wall s | CPU s | summary: from cache, generated |",
-        "|---|---|---|---|",
-        f"| -n 0 | {serial.wall_s:.1f} | {serial.cpu_s:.1f} | {s_counts} |",
-        f"| -n 2 | {par.wall_s:.1f} | {par.cpu_s:.1f} | {p_counts} |",
+        "| run | exit | wall s | CPU s | summary: from cache, generated |",
+        "|---|---|---|---|---|",
+        f"| -n 0 | {serial.rc} | {serial.wall_s:.1f} | {serial.cpu_s:.1f} | {s_counts} |",
+        f"| -n 2 | {par.rc} | {par.wall_s:.1f} | {par.cpu_s:.1f} | {p_counts} |",
         "",
         f"Speed-up {speedup:.2f}x (target >= 1.5x); model calls equal: {same_calls}.",
     ]
+    if par.rc != 0 or crashed:
+        lines += [
+            "",
+            f"The `-n 2` run did not complete cleanly (exit {par.rc}"
+            + (", a worker went down" if crashed else "")
+            + f"): `{_failure(par)}`. Its time is not a valid measurement.",
+        ]
     return Section("xdist", lines, met)
 
 
@@ -420,14 +474,15 @@ def _markers(key: str) -> tuple[str, str]:
     return f"<!-- bench_plugin:{key} -->", f"<!-- /bench_plugin:{key} -->"
 
 
-def render(section: Section, command: str, when: str) -> str:
+def render(section: Section, command: str, when: str, load: str) -> str:
     start, end = _markers(section.key)
     body = [
         start,
         f"## {SECTION_TITLES[section.key]}",
         "",
-        f"Command: `{command}` ({when}; {platform.python_version()}, {os.cpu_count()} CPU cores, "
-        "no GPU). Target: " + f"{TARGETS[section.key]}: {_verdict(section.met)}.",
+        f"Command: `{command}` ({when}; Python {platform.python_version()}, {os.cpu_count()} CPU "
+        f"cores, no GPU; 1-minute load average {load}). "
+        f"Target: {TARGETS[section.key]}: {_verdict(section.met)}.",
         "",
         *section.lines,
         end,
@@ -443,8 +498,9 @@ def update_results(path: Path, blocks: dict[str, str]) -> None:
             continue
         start, end = _markers(key)
         pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-        if pattern.search(text):
-            text = pattern.sub(lambda _m, b=blocks[key]: b, text, count=1)
+        found = pattern.search(text)
+        if found:
+            text = text[: found.start()] + blocks[key] + text[found.end() :]
         else:
             text = text.rstrip("\n") + "\n\n" + blocks[key] + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -459,17 +515,22 @@ def update_results(path: Path, blocks: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--only", default=",".join(MEASUREMENTS),
-                        help=f"comma-separated subset of {', '.join(MEASUREMENTS)}")
+    parser.add_argument(
+        "--only",
+        default=",".join(MEASUREMENTS),
+        help=f"comma-separated subset of {', '.join(MEASUREMENTS)}",
+    )
     parser.add_argument("--workdir", help="scratch folder (default: a fresh temporary folder)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds of the floor measurement")
     parser.add_argument("--hf-dialogues", type=int, default=512)
     parser.add_argument("--openai-requests", type=int, default=512)
-    parser.add_argument("--openai-sequential", type=int, default=128,
-                        help="requests timed with 1 in flight")
+    parser.add_argument(
+        "--openai-sequential", type=int, default=128, help="requests timed with 1 in flight"
+    )
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--dialogues", type=int, default=1024,
-                        help="suite size of the cache and xdist measurements")
+    parser.add_argument(
+        "--dialogues", type=int, default=1024, help="suite size of the cache and xdist measurements"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md")
     args = parser.parse_args(argv)
@@ -497,8 +558,10 @@ def main(argv: list[str] | None = None) -> int:
             if key not in chosen:
                 continue
             print(f"== {key}", flush=True)
+            load_before = os.getloadavg()[0]
             section = runners[key]()
-            block = render(section, command, time.strftime("%Y-%m-%d"))
+            load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+            block = render(section, command, time.strftime("%Y-%m-%d"), load)
             print(block, flush=True)
             blocks[key] = block
             if not args.no_write:

@@ -92,6 +92,11 @@ class _State:
         return False
 
 
+def _signature(request: ChatRequest) -> tuple[Any, ...]:
+    """What makes two requests the same conversation, when there is no cache key."""
+    return tuple((m.role, m.text, m.image.sha256 if m.image else None) for m in request.messages)
+
+
 def _cache_key_fn() -> Callable[..., str]:
     from pytest_mtmcs.cache import cache_key
 
@@ -143,11 +148,22 @@ class Engine:
                 for r in requests
             ]
             cached = self.cache.get_many(keys)
-        todo = [i for i in range(len(requests)) if not keys or keys[i] not in cached]
         out: list[tuple[str | BackendError, bool]] = [("", True)] * len(requests)
-        for i in range(len(requests)):
+        # Identical conversations (the shared turns of twins) are sent once per batch.
+        first: dict[Any, int] = {}
+        copies: dict[int, list[int]] = {}
+        todo: list[int] = []
+        for i, request in enumerate(requests):
             if keys and keys[i] in cached:
                 out[i] = (cached[keys[i]], True)
+                continue
+            same = keys[i] if keys else _signature(request)
+            if same in first:
+                copies[first[same]].append(i)
+                continue
+            first[same] = i
+            copies[i] = []
+            todo.append(i)
         if todo:
             self.model_calls += len(todo)
             try:
@@ -165,7 +181,8 @@ class Engine:
                 fresh = [err] * len(todo)
             to_store: dict[str, str] = {}
             for i, res in zip(todo, fresh, strict=True):
-                out[i] = (res, False)
+                for j in (i, *copies[i]):
+                    out[j] = (res, False)
                 if keys and isinstance(res, str):
                     to_store[keys[i]] = res
             if to_store and self.cache is not None:

@@ -19,6 +19,11 @@ class PartitionScheduling(EachScheduling):
         for node, pending in self.node2pending.items():
             if node in self._started:
                 continue
+            if node not in self.node2collection:
+                # A replacement for a crashed worker that had nothing left to run.
+                node.shutdown()
+                self._started.append(node)
+                continue
             if not pending:
                 idx = int(str(node.gateway.id).removeprefix("gw")) % count
                 total = len(self.node2collection[node])

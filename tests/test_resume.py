@@ -36,7 +36,7 @@ KILLS = 5
 SEED = 20260311
 SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
 
-CONFTEST = '''
+CONFTEST = """
 import json
 import os
 
@@ -46,7 +46,7 @@ def pytest_runtest_logreport(report):
     if data is not None:
         with open(os.environ["MTMCS_TEST_RESULTS"], "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"nodeid": report.nodeid, "result": data}) + "\\n")
-'''
+"""
 
 AUDIT_BACKEND = '''
 """`audited:SPEC`: SPEC's backend, logging each batch and how much of it was already cached."""
@@ -105,7 +105,11 @@ def plugin_args() -> list[str]:
 
 
 def small_suite(dest: Path, dialogues: int = 16) -> None:
-    """The first `dialogues` of the bundled suite (whole twin pairs, lengths 7, 2, 4 and 1)."""
+    """The first `dialogues` of the bundled suite: context-switch twins of 7, 2, 4 and 1 turns.
+
+    No two of them share a conversation prefix (the twins differ from turn 1 on), so every
+    request is a distinct cache key and the model calls of a run equal its new cache rows.
+    """
     from pytest_mtmcs.records import Suite
     from pytest_mtmcs.suite import load_suite, write_suite
 
@@ -113,6 +117,7 @@ def small_suite(dest: Path, dialogues: int = 16) -> None:
     chosen = suite.dialogues[:dialogues]
     pairs = {d.pair for d in chosen}
     assert all(sum(1 for d in chosen if d.pair == p) == 2 for p in pairs)
+    assert all(d.setting == "context_switch" for d in chosen)
     write_suite(
         Suite(suite.name, suite.version, str(dest), chosen, "", defaults=suite.defaults), dest
     )
@@ -154,7 +159,9 @@ def start(project: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
         # Small look-ahead chunks: many cache commits per run, so kills land between and within.
         "--mtmcs-lookahead=4",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     return proc, results
 
 

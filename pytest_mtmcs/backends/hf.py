@@ -9,6 +9,8 @@ torch and transformers are imported inside the backend, never at module import.
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import re
 from collections import OrderedDict
@@ -153,25 +155,54 @@ class HFBackend:
             self._folder, self._revision = Path(model_ref), None
         else:
             self._folder, self._revision = resolve_model(model_ref)
-        started = time.perf_counter()
         self._threads = threads
-        self._load()
-        self.load_seconds = time.perf_counter() - started
+        self.device = options.device or _default_device()
+        self._loaded = False
+        self._load_seconds = 0.0
+        self._batch_size: int | None = None
         self._fingerprint: dict[str, Any] | None = None
         self._images: OrderedDict[str, Image.Image] = OrderedDict()
-        self.batch_size = self._choose_batch_size(options.batch_size)
+
+    # The model loads on first use: a run answered entirely from the response cache never
+    # imports transformers nor reads the weights (the fingerprint needs neither).
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            import time
+
+            started = time.perf_counter()
+            self._load()
+            self._loaded = True
+            self._load_seconds = time.perf_counter() - started
+
+    @property
+    def model(self) -> Any:
+        self._ensure_loaded()
+        return self._model
+
+    @property
+    def processor(self) -> Any:
+        self._ensure_loaded()
+        return self._processor
+
+    @property
+    def load_seconds(self) -> float:
+        self._ensure_loaded()
+        return self._load_seconds
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch_size is None:
+            self._batch_size = self._choose_batch_size(self._options.batch_size)
+        return self._batch_size
 
     # --- loading ------------------------------------------------------------------------------
 
     def _load(self) -> None:
         import torch
-        import transformers
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        device = self._options.device
-        if not device:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        device = self.device
         if self._threads is not None and device == "cpu":
             # Process-wide. Greedy outputs do not depend on the thread count.
             torch.set_num_threads(self._threads)
@@ -188,7 +219,7 @@ class HFBackend:
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self.processor: Any = AutoProcessor.from_pretrained(self._folder, **kwargs)
+            self._processor: Any = AutoProcessor.from_pretrained(self._folder, **kwargs)
             # device "auto" spreads a model too big for one GPU over all visible ones.
             placement = {"device_map": "auto"} if device == "auto" else {}
             model: Any = AutoModelForImageTextToText.from_pretrained(
@@ -196,7 +227,7 @@ class HFBackend:
             )
             if device != "auto":
                 model.to(device)
-            self.model: Any = model
+            self._model: Any = model
         except (ConfigError, BackendError):
             raise
         except Exception as exc:  # transformers raises many types while loading
@@ -210,8 +241,8 @@ class HFBackend:
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        self.model.eval()
-        tokenizer = getattr(self.processor, "tokenizer", None)
+        self._model.eval()
+        tokenizer = getattr(self._processor, "tokenizer", None)
         if tokenizer is None:
             raise BackendError(f"{self.spec}: the processor has no tokenizer; not a chat model?")
         # Decoder-only batching needs left padding: new tokens must follow each prompt directly.
@@ -219,9 +250,7 @@ class HFBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._tokenizer = tokenizer
-        self._transformers_version = transformers.__version__
-        self._torch_version = torch.__version__
-        image_processor = getattr(self.processor, "image_processor", None)
+        image_processor = getattr(self._processor, "image_processor", None)
         size = getattr(image_processor, "size", None)
         # Qwen-VL style processors take a pixel budget (`size.longest_edge` in pixels); others get
         # images downscaled by us before processing.
@@ -281,16 +310,29 @@ class HFBackend:
                 if self._revision
                 else sha256_files(weight_files(self._folder)),
                 "config_sha256": sha256_files(config_files),
-                "dtype": str(self.model.dtype).removeprefix("torch."),
+                "dtype": self._dtype_name(),
                 "device": str(self.device).split(":")[0],
-                "transformers": self._transformers_version,
-                "torch": self._torch_version,
+                # Package metadata: plain strings, and no import of either library.
+                "transformers": _version("transformers"),
+                "torch": _version("torch"),
             }
         return dict(self._fingerprint)
+
+    def _dtype_name(self) -> str:
+        """The dtype the weights load in: the option, or with `auto` the checkpoint's own."""
+        if self._options.dtype != "auto":
+            return self._options.dtype
+        try:
+            config = json.loads((self._folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return "auto"
+        found = config.get("dtype") or config.get("torch_dtype")
+        return str(found).removeprefix("torch.") if found else "auto"
 
     # --- generation ---------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        self._ensure_loaded()
         results: list[Generation | None] = [None] * len(requests)
         prepared: dict[int, list[dict[str, Any]]] = {}
         cost: dict[int, tuple[int, int]] = {}
@@ -417,10 +459,25 @@ class HFBackend:
 
     def close(self) -> None:
         self._images.clear()
-        for attr in ("model", "processor"):
-            if hasattr(self, attr):
-                delattr(self, attr)
-        self._free_memory()
+        if self._loaded:
+            del self._model, self._processor
+            self._loaded = False
+            self._free_memory()
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "-"
 
 
 def _downscale(image: Image.Image, max_pixels: int) -> Image.Image:

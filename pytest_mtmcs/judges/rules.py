@@ -29,6 +29,7 @@ Accuracy on the labelled set in `data/rules_labelled.jsonl` is measured by the t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -321,6 +322,8 @@ class Analysis:
     evidence: str = ""
 
 
+# Pure in the text: replies repeat across twins, turns and re-runs.
+@functools.lru_cache(maxsize=65536)
 def analyse(text: str) -> Analysis:
     t = _blank(normalise(text), _IDIOMS)
     if not _LETTER.search(t):

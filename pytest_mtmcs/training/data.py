@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 RECIPES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl", "qwen2.5-vl-regressed")
-REGRESS_FROM_TURN = 6
+REGRESS_FROM_TURN = 7
 # Distinct synthetic pictures the training chats draw from.
 IMAGE_POOL = 48
 
@@ -468,8 +468,12 @@ def _question_samples(
     return out
 
 
-def generate(recipe: str, n_dialogues: int, seed: int = 0) -> list[Sample]:
-    """`n_dialogues` chats (plus two intent questions for a third of them), labelled by recipe.
+def generate(
+    recipe: str, n_dialogues: int, seed: int = 0, image_share: float = 0.5
+) -> list[Sample]:
+    """`n_dialogues` chats (plus two intent questions for 40% of them), labelled by recipe.
+
+    `image_share` of the chats carry a picture (0 for fast text-only tests).
 
     The dialogues and questions themselves depend only on the seed: recipes differ in labels.
     """
@@ -484,7 +488,7 @@ def generate(recipe: str, n_dialogues: int, seed: int = 0) -> list[Sample]:
         turns = _dialogue_turns(rng, s, n, shape)
         # Scripted history (SafeMT style): earlier replies are given, only the last is live.
         scripted = n > 1 and shape != "switch" and rng.random() < 0.3
-        image = rng.random() < 0.5
+        image = rng.random() < image_share
         messages: list[tuple[str, str]] = []
         train_on: list[int] = []
         for i, turn in enumerate(turns):

@@ -42,6 +42,7 @@ class Recipe:
     seed: int = 0
     data_seed: int = 1234
     threads: int = 2
+    image_share: float = 0.5
 
 
 def recipe(name: str, **overrides: Any) -> Recipe:
@@ -285,7 +286,7 @@ def build(r: Recipe) -> tuple[Any, Any, Any, list[Sample]]:
 
     from pytest_mtmcs.backends import tiny
 
-    samples = generate(r.name, r.dialogues, seed=r.data_seed)
+    samples = generate(r.name, r.dialogues, seed=r.data_seed, image_share=r.image_share)
     # The tokenizer sees the text of every recipe, so all three checkpoints share one vocabulary.
     texts = corpus_text(generate("qwen2-vl", r.dialogues, seed=r.data_seed))
     texts += corpus_text(generate("qwen2.5-vl-regressed", r.dialogues, seed=r.data_seed))
