@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 RECIPES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl", "qwen2.5-vl-regressed")
-REGRESS_FROM_TURN = 7
+REGRESS_FROM_TURN = 6
 # Distinct synthetic pictures the training chats draw from.
 IMAGE_POOL = 48
 
