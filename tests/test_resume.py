@@ -1,8 +1,9 @@
 """Acceptance: a run SIGKILLed at random moments 5 times, then finished, equals an uninterrupted run.
 
-The plugin runs in real subprocesses (`python -m pytest`) on a 16-dialogue copy of the bundled
-suite with the tiny checkpoint and a response cache file. Two helpers live in the temporary
-project, both through public extension points only:
+The plugin runs in real subprocesses (`python -m pytest`) on a copy of the whole bundled suite
+(128 dialogues: the trained tiny checkpoint answers in short sentences, so a smaller suite can
+finish before the fifth kill) with the tiny checkpoint and a response cache file. Two helpers live
+in the temporary project, both through public extension points only:
 
 - `conftest.py` dumps every dialogue result the plugin attaches to its call reports
   (`report.mtmcs`) to a JSONL file;
@@ -33,6 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "suites" / "mtmcs_mini"
 MODEL = "tiny:qwen2.5-vl"
 KILLS = 5
+# Dialogues generated per chunk: a cache commit after every turn step of every chunk, so kills land
+# between and within commits. A multiple of 4: the four twins of a row (mm/text x safe/unsafe) are
+# adjacent, so the shared turns of escalation twins always meet in one chunk and are sent once.
+LOOKAHEAD = 8
 SEED = 20260311
 SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
 
@@ -104,28 +109,33 @@ def plugin_args() -> list[str]:
     return [] if installed else ["-p", "pytest_mtmcs.plugin"]
 
 
-def small_suite(dest: Path, dialogues: int = 16) -> None:
-    """The first `dialogues` of the bundled suite: context-switch twins of 7, 2, 4 and 1 turns.
+def copy_suite(dest: Path) -> int:
+    """The bundled suite, dialogues in file order; returns how many.
 
-    No two of them share a conversation prefix (the twins differ from turn 1 on), so every
-    request is a distinct cache key and the model calls of a run equal its new cache rows.
+    Escalation twins share their turns before the risk turn: the engine sends such identical
+    conversations once per batch. With twins inside one look-ahead chunk, an uninterrupted run
+    never meets a conversation twice in two chunks, so its model calls equal its new cache rows.
     """
     from pytest_mtmcs.records import Suite
     from pytest_mtmcs.suite import load_suite, write_suite
 
     suite = load_suite(BUNDLED)
-    chosen = suite.dialogues[:dialogues]
-    pairs = {d.pair for d in chosen}
-    assert all(sum(1 for d in chosen if d.pair == p) == 2 for p in pairs)
-    assert all(d.setting == "context_switch" for d in chosen)
+    chunk_of: dict[str | None, set[int]] = {}
+    for i, d in enumerate(suite.dialogues):
+        chunk_of.setdefault(d.pair, set()).add(i // LOOKAHEAD)
+    assert all(len(chunks) == 1 for chunks in chunk_of.values()), "twins split across chunks"
+    assert {d.setting for d in suite.dialogues} == {"escalation", "context_switch"}
     write_suite(
-        Suite(suite.name, suite.version, str(dest), chosen, "", defaults=suite.defaults), dest
+        Suite(suite.name, suite.version, str(dest), suite.dialogues, "", defaults=suite.defaults),
+        dest,
     )
+    return len(suite.dialogues)
 
 
-def make_project(root: Path) -> Path:
+def make_project(root: Path) -> tuple[Path, int]:
     project = root / "project"
-    small_suite(project / "suite")
+    dialogues = copy_suite(project / "suite")
+
     (project / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     (project / "conftest.py").write_text(CONFTEST, encoding="utf-8")
     site = root / "site"
@@ -137,7 +147,7 @@ def make_project(root: Path) -> Path:
         "[pytest_mtmcs.backends]\naudited = mtmcs_audit:create\n", encoding="utf-8"
     )
     (site / "mtmcs_audit.py").write_text(AUDIT_BACKEND, encoding="utf-8")
-    return project
+    return project, dialogues
 
 
 def start(project: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -156,8 +166,7 @@ def start(project: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
         sys.executable, "-m", "pytest", "suite", "-q", "-p", "no:cacheprovider", *plugin_args(),
         f"--mtmcs-model=audited:{MODEL}", "--mtmcs-max-new-tokens=8",
         f"--mtmcs-cache={project / f'{name}.sqlite'}",
-        # Small look-ahead chunks: many cache commits per run, so kills land between and within.
-        "--mtmcs-lookahead=4",
+        f"--mtmcs-lookahead={LOOKAHEAD}",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -197,6 +206,11 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
     return {row["nodeid"]: comparable(row["result"]) for row in rows}
 
 
+def requests_in(results: dict[str, dict[str, Any]]) -> int:
+    """Model requests the results stand for: one per live turn and one per intent question."""
+    return sum(len(r["replies"]) + len(r["questions"]) for r in results.values())
+
+
 def summary(output: str) -> tuple[tuple[int, int], list[str]]:
     """(from cache, generated), and the summary section without that line."""
     m = SUMMARY_RE.search(output)
@@ -215,7 +229,7 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
 
 @pytest.mark.slow
 def test_sigkill_five_times_then_finish_equals_uninterrupted_run(tmp_path: Path) -> None:
-    project = make_project(tmp_path)
+    project, dialogues = make_project(tmp_path)
     rng = random.Random(SEED)
 
     # The reference runs alongside the interrupted ones (its own cache): half the wall time.
@@ -247,7 +261,7 @@ def test_sigkill_five_times_then_finish_equals_uninterrupted_run(tmp_path: Path)
 
     # Same results and the same summary tables as the uninterrupted run.
     reference = read_results(ref_results)
-    assert len(reference) == 16
+    assert len(reference) == dialogues
     assert read_results(final_results) == reference
     (ref_hits, ref_generated), ref_table = summary(ref_out)
     (hits, generated), table = summary(final_out)
@@ -259,6 +273,8 @@ def test_sigkill_five_times_then_finish_equals_uninterrupted_run(tmp_path: Path)
     # is the batch each kill cut short.
     distinct = ref_generated
     assert cached_rows(project / "reference.sqlite") == distinct
+    # The twins' shared turns were generated once, not once per dialogue.
+    assert distinct < requests_in(reference)
     assert cached_rows(cache) == distinct
     assert 0 < rows_before_final < distinct
     assert generated == distinct - rows_before_final

@@ -1,14 +1,15 @@
-"""Tiny offline Qwen2-VL / Qwen2.5-VL checkpoints: `tiny:qwen2-vl`, `tiny:qwen2.5-vl`.
+"""Tiny offline Qwen2-VL / Qwen2.5-VL checkpoints: `tiny:NAME` for each committed folder.
 
-Real architectures at toy sizes (about 0.2 M parameters), with a byte-level BPE trained here on
-our own sentences, the Qwen special tokens and the Qwen2-VL chat template. Their replies are
-gibberish; they exist so tests and the demo exercise the real transformers loading, chat template,
-image processing and batched generation code offline, in milliseconds per turn.
+`tiny:NAME` loads `pytest_mtmcs/checkpoints/tiny-NAME/` through the `hf:` backend. The committed
+folders are small TRAINED models (real architectures at toy size, about 3 MB each), made by
+`python -m pytest_mtmcs.training` (see docs/training.md): they stand in for model releases in
+tests and the demo, with short, well-formed replies. They are committed, not rebuilt at run time,
+because their outputs (and so every baseline recorded with them) depend on the exact weights.
 
-The built folders are committed under `pytest_mtmcs/checkpoints/tiny-NAME/`: seeded random
-initialisation depends on transformers' init code, so an upgrade could change every output (and
-every stored baseline) if they were rebuilt at run time. `python -m pytest_mtmcs.backends.tiny
-build` regenerates them on purpose. `tiny:NAME` loads the folder through the `hf:` backend.
+`python -m pytest_mtmcs.backends.tiny build --out DIR` only builds seeded RANDOM-weight
+checkpoints of the same architectures, for tests of the loading, chat template, image and
+batching code. Their replies are gibberish. It refuses to write into the package's checkpoints
+folder, so the trained models cannot be overwritten by accident.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 FOLDER_PREFIX = "tiny-"
-# Architectures `build_checkpoint` knows how to make. Other committed folders (e.g. a deliberately
-# regressed variant) are served too: `available()` reads the checkpoints folder.
+# Architectures `build_checkpoint` can make with random weights. What `tiny:` serves is whatever
+# folder is committed (trained models, e.g. a deliberately regressed variant): `available()` reads
+# the checkpoints folder.
 BUILDABLE: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl")
 
 # One merged vision token covers 28x28 pixels (patch 14, 2x2 merge). 32 tokens at most keeps a
@@ -205,7 +207,7 @@ def _build_config(name: str, tokenizer: Any) -> Any:
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
         # Far above the usual 0.02: with tiny random weights that small, every reply is the last
-        # prompt token repeated; this makes replies depend on the whole prompt and the image.
+        # prompt token repeated; this makes smoke-build replies depend on the prompt and image.
         "initializer_range": INIT_RANGE,
         "rope_parameters": {
             "rope_type": "default",
@@ -252,15 +254,30 @@ def _build_config(name: str, tokenizer: Any) -> Any:
     raise ConfigError(f"cannot build tiny checkpoint {name!r}; buildable: {', '.join(BUILDABLE)}")
 
 
-def build_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
-    """Builds `tiny:NAME` with seeded weights and writes it with `save_pretrained`; returns out_dir."""
-    import torch
-    from transformers import AutoModelForImageTextToText, GenerationConfig
+def _inside_package_checkpoints(path: Path) -> bool:
+    # resolve(): a relative path, `..` or a symlink must not sneak past the check.
+    return Path(path).resolve().is_relative_to(CHECKPOINTS_DIR.resolve())
 
+
+def build_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
+    """Builds a seeded random-weight NAME architecture into out_dir (`save_pretrained`).
+
+    The same name, seed and library versions give byte-identical files. Refuses (ConfigError)
+    an out_dir inside the package's checkpoints folder: those are the trained models.
+    """
     if name not in BUILDABLE:
         raise ConfigError(
             f"cannot build tiny checkpoint {name!r}; buildable: {', '.join(BUILDABLE)}"
         )
+    if _inside_package_checkpoints(out_dir):
+        raise ConfigError(
+            f"--out {out_dir}: refusing to write random weights into the package's checkpoints "
+            "folder, which holds the trained tiny models; pass another folder (rebuild the "
+            "trained ones with `python -m pytest_mtmcs.training`, see docs/training.md)"
+        )
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
     tokenizer = _train_tokenizer()
     config = _build_config(name, tokenizer)
     torch.manual_seed(seed)
@@ -307,18 +324,32 @@ def _build_processor(name: str, tokenizer: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_mtmcs.backends.tiny",
-        description="Regenerate the committed tiny checkpoints (changes every tiny-model output).",
+        description=(
+            "Build random-weight tiny Qwen-VL checkpoints for tests. The committed tiny:NAME "
+            "models are trained ones: rebuild those with `python -m pytest_mtmcs.training`."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build tiny checkpoints")
-    build.add_argument("names", nargs="*", default=list(BUILDABLE), help="default: all")
-    build.add_argument("--out", type=Path, default=CHECKPOINTS_DIR, help="parent folder")
+    build = sub.add_parser("build", help="build random-weight tiny checkpoints into --out")
+    build.add_argument(
+        "names", nargs="*", default=list(BUILDABLE), help=f"of {', '.join(BUILDABLE)}; default: all"
+    )
+    build.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="parent folder (not the package's checkpoints folder); gets tiny-NAME/ per name",
+    )
     build.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name in args.names:
-        path = build_checkpoint(name, args.out / f"{FOLDER_PREFIX}{name}", seed=args.seed)
-        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        print(f"tiny:{name} -> {path} ({size / 1e6:.2f} MB)")
+    try:
+        for name in args.names:
+            path = build_checkpoint(name, args.out / f"{FOLDER_PREFIX}{name}", seed=args.seed)
+            size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            print(f"tiny:{name} -> {path} ({size / 1e6:.2f} MB)")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
