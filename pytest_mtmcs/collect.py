@@ -49,7 +49,7 @@ class SuiteCollector(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         session: MtmcsSession = self.config.stash[SESSION_KEY]
-        spec = getattr(self, "spec", None) or _shown_path(self.config, self.path.parent)
+        spec = getattr(self, "spec", None) or shown_path(self.config, self.path.parent)
         suite = session.load_suite(spec)
         fixtureinfo = None
         for line, dialogue in enumerate(suite.dialogues, start=1):
@@ -73,7 +73,7 @@ class SuiteCollector(pytest.File):
         return super().repr_failure(excinfo)
 
 
-def _shown_path(config: pytest.Config, path: Path) -> str:
+def shown_path(config: pytest.Config, path: Path) -> str:
     """The folder relative to where pytest was started, when below it: messages stay short."""
     try:
         return str(path.relative_to(config.invocation_params.dir))

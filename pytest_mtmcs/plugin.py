@@ -22,7 +22,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_mtmcs.collect import SESSION_KEY
     from pytest_mtmcs.session import MtmcsSession, XdistHooks
 
+    from pytest_mtmcs.errors import ConfigError
+
     session = MtmcsSession(config)
+    try:
+        session.validate()
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-mtmcs: {exc}") from None
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, SESSION_PLUGIN)
     if config.pluginmanager.hasplugin("xdist"):

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.buckets import ALL, DEFAULT, Buckets
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.metrics import METRICS
 from pytest_mtmcs.records import Dialogue, DialogueResult, QuestionResult, ReplyResult
+from pytest_mtmcs.summary import BUCKET_HEADER, bucket_rows
 
 if TYPE_CHECKING:
     import argparse
@@ -295,51 +295,6 @@ def md_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
     out.append("|" + "|".join("---" for _ in header) + "|")
     out.extend("| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows)
     return out
-
-
-def primary_comparison(s: SuiteOutcome) -> Any:
-    return next((b for b in s.baselines if b.found and not b.refused), None)
-
-
-def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
-    """Rows of the per-bucket table (as the terminal shows it) and the baseline column name."""
-    from pytest_mtmcs.summary import gate_status
-
-    primary = primary_comparison(s)
-    comps = {(c.bucket, c.metric): c for c in (primary.comparisons if primary else [])}
-    rows: list[list[str]] = []
-    names = s.buckets.ordered([b for (g, b) in s.table if g == ALL and b != ALL])
-    for bucket in [*names, ALL]:
-        row = s.table.get((ALL, bucket))
-        if row is None:
-            continue
-        for metric in METRICS:
-            rate = row[metric]
-            if rate.n == 0:
-                continue
-            comp = comps.get((bucket, metric))
-            lo, hi = rate.interval
-            base = delta = p = "-"
-            if comp is not None and comp.n_pairs > 0:
-                base, p = _f(comp.base.value), f"{comp.p_holm:.3g}"
-                delta = "-" if comp.delta is None else f"{comp.delta:+.3f}"
-            rows.append(
-                [
-                    bucket,
-                    str(rate.n),
-                    metric,
-                    _f(rate.value),
-                    base,
-                    delta,
-                    f"[{lo:.2f}, {hi:.2f}]",
-                    p,
-                    gate_status(s, bucket, metric, comp),
-                ]
-            )
-    return rows, (primary.name if primary else "baseline")
-
-
-BUCKET_HEADER = ("bucket", "n", "metric", "value", "{base}", "delta", "95% CI", "p (Holm)", "gate")
 
 
 def summary_markdown(data: ReportData) -> str:

@@ -269,7 +269,7 @@ def _img(uri: str, alt: str, caption: str = "") -> str:
 
 
 def _bucket_section(s: SuiteOutcome) -> str:
-    from pytest_mtmcs.report import BUCKET_HEADER, bucket_rows
+    from pytest_mtmcs.summary import BUCKET_HEADER, bucket_rows
 
     rows, base = bucket_rows(s)
     parts = [

@@ -23,7 +23,7 @@ from pytest_mtmcs.collect import (
     RESULT_KEY,
     DialogueFailure,
     DialogueItem,
-    _shown_path,
+    shown_path,
 )
 from pytest_mtmcs.errors import ConfigError, MtmcsError
 from pytest_mtmcs.records import DialogueResult, GenerationSettings, Suite
@@ -59,7 +59,6 @@ class MtmcsSession:
         self.config = config
         self.suites: dict[str, Suite] = {}
         self.suite_meta: dict[str, SuiteMeta] = {}
-        self._suite_by_dir: dict[str, str] = {}
         self.items: list[pytest.Item] = []
         self._share: list[DialogueItem] | None = None
         self._share_pos: dict[str, int] = {}
@@ -78,6 +77,44 @@ class MtmcsSession:
         self.is_worker = _worker_id(config) is not None
 
     # -- configuration -------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Checks every option value before anything runs: a typo fails in a second, naming
+        the option, rather than after the model has loaded."""
+        from pytest_mtmcs.backends import available as backends
+        from pytest_mtmcs.baseline import BaselineSet
+        from pytest_mtmcs.buckets import Buckets
+        from pytest_mtmcs.judges import available as judges
+        from pytest_mtmcs.thresholds import parse_threshold
+
+        c = self.config
+        model = self.model_spec
+        if model:
+            prefix = model.split(":", 1)[0]
+            if ":" not in model or prefix not in backends():
+                raise ConfigError(
+                    f"--mtmcs-model={model!r}: expected PREFIX:VALUE with PREFIX one of "
+                    f"{', '.join(sorted(backends()))}"
+                )
+        judge = str(opts.value(c, "--mtmcs-judge"))
+        if judge.split(":", 1)[0] not in judges():
+            raise ConfigError(
+                f"--mtmcs-judge={judge!r}: unknown judge; known: {', '.join(sorted(judges()))}"
+            )
+        if opts.raw(c, "--mtmcs-buckets"):
+            Buckets.parse(str(opts.raw(c, "--mtmcs-buckets")))
+        for spec in opts.raw(c, "--mtmcs-threshold") or ():
+            parse_threshold(spec, "--mtmcs-threshold")
+        for flag in ("--mtmcs-max-new-tokens", "--mtmcs-concurrency", "--mtmcs-lookahead"):
+            n = opts.value(c, flag)
+            if n is not None and int(n) < 1:
+                raise ConfigError(f"{flag}={n}: expected a positive integer")
+        opts.batch_size(c)
+        for flag, low, high in (("--mtmcs-max-drop", 0.0, 1.0), ("--mtmcs-alpha", 0.0, 1.0)):
+            x = float(opts.value(c, flag))
+            if not low <= x <= high:
+                raise ConfigError(f"{flag}={x}: expected a value in [{low}, {high}]")
+        BaselineSet.from_config(c)
 
     @property
     def model_spec(self) -> str | None:
@@ -137,7 +174,7 @@ class MtmcsSession:
         return suite
 
     def suite_of(self, item: DialogueItem) -> Suite:
-        spec = getattr(item.parent, "spec", None) or _shown_path(
+        spec = getattr(item.parent, "spec", None) or shown_path(
             self.config, Path(item.path).parent
         )
         return self.load_suite(spec)

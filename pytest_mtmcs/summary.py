@@ -42,16 +42,21 @@ def gate_status(s: SuiteOutcome, bucket: str, metric: str, comp: Any) -> str:
     return ", ".join(parts) or "-"
 
 
-def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
-    n_dialogues = len(s.results)
-    lines = [f"suite {s.suite} ({n_dialogues} dialogues)"]
-    primary = next((b for b in s.baselines if b.found and not b.refused), None)
+BUCKET_HEADER = ("bucket", "n", "metric", "value", "{base}", "delta", "95% CI", "p (Holm)", "gate")
+
+
+def primary_comparison(s: SuiteOutcome) -> Any:
+    """The first baseline that was found and compared: the one the table's columns show."""
+    return next((b for b in s.baselines if b.found and not b.refused), None)
+
+
+def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
+    """Rows of the per-bucket table and the baseline column's name (terminal, Markdown, HTML)."""
+    primary = primary_comparison(s)
     comps = {(c.bucket, c.metric): c for c in (primary.comparisons if primary else [])}
     rows: list[list[str]] = []
-    for bucket in [
-        *s.buckets.ordered([b for (g, b) in s.table if g == "all" and b != "all"]),
-        "all",
-    ]:
+    names = s.buckets.ordered([b for (g, b) in s.table if g == "all" and b != "all"])
+    for bucket in [*names, "all"]:
         row = s.table.get(("all", bucket))
         if row is None:
             continue
@@ -61,24 +66,31 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
                 continue
             comp = comps.get((bucket, metric))
             lo, hi = rate.interval
+            base = delta = p = "-"
+            if comp is not None and comp.n_pairs > 0:
+                base, p = _f(comp.base.value), f"{comp.p_holm:.3g}"
+                delta = "-" if comp.delta is None else f"{comp.delta:+.3f}"
             rows.append(
                 [
                     bucket,
                     str(rate.n),
                     metric,
                     _f(rate.value),
-                    _f(comp.base.value) if comp and comp.n_pairs else "-",
-                    (f"{comp.delta:+.3f}" if comp and comp.delta is not None else "-"),
+                    base,
+                    delta,
                     f"[{lo:.2f}, {hi:.2f}]",
-                    (f"{comp.p_holm:.3g}" if comp and comp.n_pairs else "-"),
+                    p,
                     gate_status(s, bucket, metric, comp),
                 ]
             )
-    base_name = primary.name if primary else "baseline"
-    lines += table(
-        rows,
-        ["bucket", "n", "metric", "value", base_name, "delta", "95% CI", "p (Holm)", "gate"],
-    )
+    return rows, (primary.name if primary else "baseline")
+
+
+def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
+    lines = [f"suite {s.suite} ({len(s.results)} dialogues)"]
+    rows, base_name = bucket_rows(s)
+    header = [h.format(base=base_name) for h in BUCKET_HEADER]
+    lines += table(rows, header)
     for title, cut in (("by setting", s.by_setting), ("by modality", s.by_modality)):
         cut_rows = []
         for (group, bucket), row in sorted(

@@ -207,3 +207,23 @@ def test_thresholds_from_ini_and_suite_toml(pytester, suite):
         "suites", "-p", "no:cacheprovider", "--mtmcs-no-cache", "--mtmcs-model=scripted:refuse-all"
     )
     assert result.ret == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--mtmcs-model=nope", "--mtmcs-model='nope': expected PREFIX:VALUE"),
+        ("--mtmcs-buckets=1,3-2", "--mtmcs-buckets: bad bucket '3-2'"),
+        ("--mtmcs-threshold=safety>>1", "--mtmcs-threshold: bad threshold 'safety>>1'"),
+        ("--mtmcs-judge=magic", "--mtmcs-judge='magic': unknown judge"),
+        ("--mtmcs-max-new-tokens=0", "--mtmcs-max-new-tokens=0: expected a positive integer"),
+        ("--mtmcs-alpha=2", "--mtmcs-alpha=2.0: expected a value in [0.0, 1.0]"),
+        ("--mtmcs-baseline=../x", "--mtmcs-baseline: bad baseline name '../x'"),
+        ("--mtmcs-batch-size=0", "--mtmcs-batch-size='0': expected a positive integer or auto"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_the_option(pytester, suite, option, message):
+    result = pytester.runpytest("suites", "-p", "no:cacheprovider", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: pytest-mtmcs: {message}" in result.stderr.str()
+    assert "Traceback" not in result.stderr.str()

@@ -9,9 +9,8 @@ torch and transformers are imported inside the backend, never at module import.
 
 from __future__ import annotations
 
-import json
-
 import hashlib
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -137,7 +136,6 @@ class HFBackend:
         local_folder: bool = False,
         threads: int | None = None,
     ) -> None:
-        import time
 
         self.spec = spec or f"hf:{model_ref}"
         self._ref = model_ref
