@@ -160,6 +160,11 @@ class MtmcsSession:
                 "variant_images": bool(opts.value(self.config, "--mtmcs-variant-images")),
             }
         suite = resolve_suite(spec, **kwargs)
+        # The suite lives as long as the session: move its tens of thousands of objects out of
+        # the cyclic collector's way (every later collection would walk them all again).
+        import gc
+
+        gc.freeze()
         settings = self.generation_settings(suite)
         self.suites[spec] = suite
         self.suite_meta[suite.name] = SuiteMeta(
@@ -202,9 +207,12 @@ class MtmcsSession:
             items = self.items
             wi = getattr(self.config, "workerinput", None)
             if wi and wi.get("mtmcs_partition"):
-                count = int(wi["workercount"])
-                idx = int(str(wi["workerid"]).removeprefix("gw")) % count
-                items = [it for i, it in enumerate(items) if i % count == idx]
+                from pytest_mtmcs.xdist_scheduling import share
+
+                mine = share(
+                    len(items), int(str(wi["workerid"]).removeprefix("gw")), int(wi["workercount"])
+                )
+                items = [items[i] for i in mine]
             self._share = [it for it in items if isinstance(it, DialogueItem)]
             self._share_pos = {it.nodeid: i for i, it in enumerate(self._share)}
         return self._share

@@ -16,6 +16,7 @@ wrongly (another letter, the opposite truth value) with `wrong-intent`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -96,6 +97,7 @@ _BLOCKED = frozenset(
 _WORD = re.compile(r"[A-Za-z]{4,20}")
 
 
+@functools.lru_cache(maxsize=16384)  # user turns repeat across twins and rounds
 def topic_of(text: str) -> str:
     """A short, neutral phrase naming what the user's message is about."""
     words = [w.lower() for w in _WORD.findall(text)]
