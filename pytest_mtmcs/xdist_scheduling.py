@@ -3,22 +3,36 @@
 Workers generate ahead in batches for the dialogues they will run, so each must know its share
 before running it. xdist's `load` scheduler hands out items as workers free up (unknowable in
 advance), and grouping tens of thousands of items with `loadgroup`/`loadscope` is slow. Here the
-collection is cut into blocks of BLOCK consecutive items dealt round-robin: worker `gwK` of N runs
-the blocks whose number b has b % N == K % N. Every worker gets a balanced mix of short and long
-dialogues, twins (adjacent in a suite) stay on one worker so their shared turns are generated once,
-and each worker computes the same share itself from the collection.
+collection is cut into blocks of BLOCK consecutive items, dealt round-robin in a fixed shuffled
+order: every worker gets a balanced mix of short and long dialogues, twins (adjacent in a suite)
+stay on one worker so their shared turns are generated once, and each worker computes the same
+share itself from the collection.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from xdist.scheduler.each import EachScheduling
 
-BLOCK = 8
+BLOCK = 4
+
+
+def _mix(b: int) -> bytes:
+    """A fixed pseudo-random order of blocks, the same in every process."""
+    return hashlib.blake2b(b.to_bytes(8, "little"), digest_size=8).digest()
 
 
 def share(total: int, worker: int, count: int) -> list[int]:
-    """Collection indices of worker number `worker` (0-based) of `count`."""
-    return [i for i in range(total) if (i // BLOCK) % count == worker % count]
+    """Collection indices of worker number `worker` (0-based) of `count`.
+
+    Blocks are dealt round-robin in a fixed shuffled order: every worker gets the same number of
+    blocks, and a periodic pattern in the suite's order (lengths cycling with the ids) cannot put
+    all the long dialogues on one worker.
+    """
+    blocks = sorted(range((total + BLOCK - 1) // BLOCK), key=lambda b: (_mix(b), b))
+    mine = sorted(b for rank, b in enumerate(blocks) if rank % count == worker % count)
+    return [i for b in mine for i in range(b * BLOCK, min(total, (b + 1) * BLOCK))]
 
 
 class PartitionScheduling(EachScheduling):
