@@ -23,14 +23,15 @@ def suite(pytester: pytest.Pytester) -> Path:
     return dest
 
 
-def test_help_is_fast_and_imports_no_model_library():
+def test_help_is_fast_and_imports_no_model_library(tmp_path):
     code = (
         "import sys, pytest\n"
         "rc = pytest.main(['--help', '-p', 'no:cacheprovider'])\n"
         "heavy = [m for m in ('torch', 'transformers', 'pandas', 'httpx', 'PIL') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    # From an empty folder: the plugin alone, not this repository's test conftest.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert "--mtmcs-model=SPEC" in out.stdout
     assert "HEAVY []" in out.stdout
 
