@@ -93,6 +93,11 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
             metas.setdefault(name, m)
         if "fingerprint" in i and "fingerprint" not in info:
             info = i
+    # An xdist controller never loads the suites: their defaults (buckets) come from the workers.
+    from pytest_mtmcs.session import SuiteMeta
+
+    for name, m in metas.items():
+        session.suite_meta.setdefault(name, SuiteMeta(**m))
     cache = {"hits": 0, "misses": 0, "writes": 0}
     model_calls = 0
     for i in infos:

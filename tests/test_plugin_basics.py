@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -228,3 +229,16 @@ def test_bad_option_values_are_usage_errors_naming_the_option(pytester, suite, o
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"ERROR: pytest-mtmcs: {message}" in result.stderr.str()
     assert "Traceback" not in result.stderr.str()
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_suite_toml_buckets_are_used_also_by_the_xdist_controller(pytester, suite, xdist):
+    toml = suite / "suite.toml"
+    toml.write_text(toml.read_text().replace('buckets = "1,2-3,4-5,6+"', 'buckets = "1-4,5+"'))
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-no-cache", "--mtmcs-model=scripted:refuse-all",
+        *xdist,
+    )
+    assert result.ret == 0
+    rows = {line.split()[0] for line in result.outlines if re.match(r"^\S+\s+\d+\s+safety\s", line)}
+    assert rows == {"1-4", "5+", "all"}
