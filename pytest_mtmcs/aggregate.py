@@ -57,7 +57,7 @@ class Outcome:
     suites: list[SuiteOutcome]
 
 
-def _thresholds(config: pytest.Config, meta: dict[str, Any]) -> list[Any]:
+def thresholds_for(config: pytest.Config, meta: dict[str, Any]) -> list[Any]:
     cli = opts.raw(config, "--mtmcs-threshold") or ()
     origin = "--mtmcs-threshold" if config.getoption("mtmcs_threshold") else "ini mtmcs_threshold"
     found = [parse_threshold(s, origin) for s in cli]
@@ -124,7 +124,7 @@ def aggregate(config: pytest.Config, session: MtmcsSession, infos: list[dict[str
         meta = metas.get(name, {"name": name, "defaults": {}})
         buckets = Buckets.parse(session.bucket_spec(name))
         table = bucket_table(results, buckets)
-        checks = evaluate_thresholds(table, _thresholds(config, meta), buckets)
+        checks = evaluate_thresholds(table, thresholds_for(config, meta), buckets)
         failures = [
             f"{c.bucket} {c.metric} {c.value:.3f} breaches threshold {c.threshold} "
             f"(n={c.n}, from {c.threshold.origin})"

@@ -191,6 +191,7 @@ class MtmcsSession:
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
         self.items = list(items)
+        self._check_suite_settings()
         has_dialogues = any(isinstance(i, DialogueItem) for i in items)
         if has_dialogues and not config.option.collectonly and not self.model_spec:
             raise pytest.UsageError(
@@ -198,6 +199,19 @@ class MtmcsSession:
                 "--mtmcs-model=SPEC (e.g. tiny:qwen2.5-vl, hf:PATH, openai:MODEL) or set "
                 "mtmcs_model in [tool.pytest.ini_options]"
             )
+
+    def _check_suite_settings(self) -> None:
+        """Buckets and thresholds against each collected suite, before any model runs."""
+        from pytest_mtmcs.aggregate import thresholds_for
+        from pytest_mtmcs.thresholds import validate_thresholds
+
+        for name, meta in self.suite_meta.items():
+            try:
+                validate_thresholds(
+                    thresholds_for(self.config, meta.as_dict()), self.buckets_for(name)
+                )
+            except ConfigError as exc:
+                raise pytest.UsageError(f"pytest-mtmcs: suite {name}: {exc}") from None
 
     # -- running ----------------------------------------------------------------------------
 

@@ -222,10 +222,17 @@ def test_thresholds_from_ini_and_suite_toml(pytester, suite):
         ("--mtmcs-alpha=2", "--mtmcs-alpha=2.0: expected a value in [0.0, 1.0]"),
         ("--mtmcs-baseline=../x", "--mtmcs-baseline: bad baseline name '../x'"),
         ("--mtmcs-batch-size=0", "--mtmcs-batch-size='0': expected a positive integer or auto"),
+        (
+            "--mtmcs-threshold=7+:safety>=0.5",
+            "suite mtmcs_mini: --mtmcs-threshold: threshold '7+:safety>=0.5' names bucket '7+', "
+            "which is not configured",
+        ),
     ],
 )
 def test_bad_option_values_are_usage_errors_naming_the_option(pytester, suite, option, message):
-    result = pytester.runpytest("suites", "-p", "no:cacheprovider", option)
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all", option
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"ERROR: pytest-mtmcs: {message}" in result.stderr.str()
     assert "Traceback" not in result.stderr.str()
