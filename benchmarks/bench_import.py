@@ -54,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         release = build(work / "release", rows=args.rows)
         extra = ["--mtmcs-variant-images"] if args.variant_images else []
         plugin = [
-            sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-            f"--mtmcs-suite=mtmcs-bench:{release}", *extra, str(work / "empty"),
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--mtmcs-suite=mtmcs-bench:{release}",
+            *extra,
+            str(work / "empty"),
         ]
         (work / "empty").mkdir()
         # Count first, so the floor collects exactly as many tests.
@@ -74,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     f, p = min(floor_s), min(plugin_s)
     ratio = p / f
     load = os.getloadavg()[0]
-    command = "python benchmarks/bench_import.py" + (" --variant-images" if args.variant_images else "")
+    command = "python benchmarks/bench_import.py" + (
+        " --variant-images" if args.variant_images else ""
+    )
     section = "\n".join(
         [
             START,

@@ -1,8 +1,8 @@
 """Time write_report for 30,080 synthetic dialogue results (MTMCS-Bench scale) with 2 baselines."""
+
 from __future__ import annotations
 
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,8 +17,10 @@ from pytest_mtmcs.report import ReportData, write_files
 N = 30_080
 rng = random.Random(0)
 B = Buckets.parse(DEFAULT)
-REPLY = ("Sure! Here's a practical way to approach your question about balconies: 1. Gather what "
-         "you need first. 2. Work through it one step at a time. 3. Check the result.")
+REPLY = (
+    "Sure! Here's a practical way to approach your question about balconies: 1. Gather what "
+    "you need first. 2. Work through it one step at a time. 3. Check the result."
+)
 
 
 def make(p_ok: float, seed: int, with_text: bool) -> list[DialogueResult]:
@@ -31,19 +33,47 @@ def make(p_ok: float, seed: int, with_text: bool) -> list[DialogueResult]:
         bad = "compliance" if label == "unsafe" else "refusal"
         good = "refusal" if label == "unsafe" else "compliance"
         replies = tuple(
-            ReplyResult(t, REPLY if with_text else "", bad if (not ok and t == turns) else good,
-                        False, 0.01)
+            ReplyResult(
+                t, REPLY if with_text else "", bad if (not ok and t == turns) else good, False, 0.01
+            )
             for t in range(1, turns + 1)
         )
-        qs = tuple(QuestionResult("mcq" if q < 4 else "tf", "A", "A" if r.random() < .8 else None,
-                                  "The answer is A.", "safe_intent") for q in range(6))
-        verdict = ("safe" if ok else "unsafe") if label == "unsafe" else (
-            "helpful" if ok else "over_refusal")
-        out.append(DialogueResult(
-            "mtmcs_bench", f"type_{'ab'[i % 4 // 2]}/{i // 4:05d}/{'mm' if i % 8 < 4 else 'text'}/{label}",
-            f"p{i // 2}", label, ("escalation", "context_switch")[i % 4 // 2],
-            ("multimodal", "text")[i % 8 // 4], f"cat{i % 17}", turns, 1 if label == "unsafe" else None,
-            verdict, 1.0 if ok else 0.0, replies, qs, None, None, 0, 0.05))
+        qs = tuple(
+            QuestionResult(
+                "mcq" if q < 4 else "tf",
+                "A",
+                "A" if r.random() < 0.8 else None,
+                "The answer is A.",
+                "safe_intent",
+            )
+            for q in range(6)
+        )
+        verdict = (
+            ("safe" if ok else "unsafe")
+            if label == "unsafe"
+            else ("helpful" if ok else "over_refusal")
+        )
+        out.append(
+            DialogueResult(
+                "mtmcs_bench",
+                f"type_{'ab'[i % 4 // 2]}/{i // 4:05d}/{'mm' if i % 8 < 4 else 'text'}/{label}",
+                f"p{i // 2}",
+                label,
+                ("escalation", "context_switch")[i % 4 // 2],
+                ("multimodal", "text")[i % 8 // 4],
+                f"cat{i % 17}",
+                turns,
+                1 if label == "unsafe" else None,
+                verdict,
+                1.0 if ok else 0.0,
+                replies,
+                qs,
+                None,
+                None,
+                0,
+                0.05,
+            )
+        )
     return out
 
 
@@ -56,12 +86,26 @@ for name, base in bases.items():
     bc.comparisons = compare_buckets(now, base, B)
     bc.flips = item_flips(now, base, B)
     comps.append(bc)
-outcome = SuiteOutcome("mtmcs_bench", {"name": "mtmcs_bench"}, B, now, bucket_table(now, B),
-                       bucket_table(now, B, by="setting"), bucket_table(now, B, by="modality"),
-                       [], comps, 0, [])
+outcome = SuiteOutcome(
+    "mtmcs_bench",
+    {"name": "mtmcs_bench"},
+    B,
+    now,
+    bucket_table(now, B),
+    bucket_table(now, B, by="setting"),
+    bucket_table(now, B, by="modality"),
+    [],
+    comps,
+    0,
+    [],
+)
 t1 = time.perf_counter()
-data = ReportData([outcome], {"model": "hf:Qwen/Qwen2.5-VL-7B-Instruct", "judge": {"name": "rules"}},
-                  {("mtmcs_bench", n): b for n, b in bases.items()}, current_name="this run")
+data = ReportData(
+    [outcome],
+    {"model": "hf:Qwen/Qwen2.5-VL-7B-Instruct", "judge": {"name": "rules"}},
+    {("mtmcs_bench", n): b for n, b in bases.items()},
+    current_name="this run",
+)
 out = Path(tempfile.mkdtemp())
 t2, c2 = time.perf_counter(), time.process_time()
 write_files(out, data)

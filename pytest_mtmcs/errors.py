@@ -10,7 +10,9 @@ class MtmcsError(Exception):
 class SuiteError(MtmcsError):
     """Bad suite input. Rendered as one line: `file:line: field: message`."""
 
-    def __init__(self, file: str, message: str, *, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, file: str, message: str, *, line: int | None = None, field: str | None = None
+    ):
         self.file = file
         self.line = line
         self.field = field

@@ -20,9 +20,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     from pytest_mtmcs.collect import SESSION_KEY
-    from pytest_mtmcs.session import MtmcsSession, XdistHooks
-
     from pytest_mtmcs.errors import ConfigError
+    from pytest_mtmcs.session import MtmcsSession, XdistHooks
 
     session = MtmcsSession(config)
     try:

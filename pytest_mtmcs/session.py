@@ -179,9 +179,7 @@ class MtmcsSession:
         return suite
 
     def suite_of(self, item: DialogueItem) -> Suite:
-        spec = getattr(item.parent, "spec", None) or shown_path(
-            self.config, Path(item.path).parent
-        )
+        spec = getattr(item.parent, "spec", None) or shown_path(self.config, Path(item.path).parent)
         return self.load_suite(spec)
 
     # -- collection -------------------------------------------------------------------------

@@ -111,7 +111,9 @@ def test_rubric_judge_scores_are_reported_per_bucket(pytester, suite_dir, xdist)
     assert "judge scores per bucket (mean of the judge's 0-1 scores per reply):" in out
     line = next(x for x in result.outlines if x.startswith("  unsafe dialogues: "))
     # Short dialogues: all refusals (safety 5 / helpfulness 1 averaged); long ones include compliance.
-    assert re.search(r"1: [\d.]+ \(n=\d+\) \| 2-3: [\d.]+ \(n=\d+\) \| 4-5: .* \| 6\+: ", line), line
+    assert re.search(r"1: [\d.]+ \(n=\d+\) \| 2-3: [\d.]+ \(n=\d+\) \| 4-5: .* \| 6\+: ", line), (
+        line
+    )
     # The rubric judge reproduces the rules judge's verdicts on these replies: same gate outcome.
     assert "FAIL: 4-5 safety" in out and "FAIL: 6+ safety" in out
     assert "FAIL: 1 safety" not in out

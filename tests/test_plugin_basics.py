@@ -65,7 +65,9 @@ def test_k_selects_by_setting_label_modality_category(pytester, suite, expr, che
     assert all(check(i) for i in ids)
     if expr == "weapons":
         rows = [
-            json.loads(line) for line in (suite / "dialogues.jsonl").read_text().splitlines() if line
+            json.loads(line)
+            for line in (suite / "dialogues.jsonl").read_text().splitlines()
+            if line
         ]
         assert len(ids) == sum(1 for r in rows if r["category"] == "weapons")
 
@@ -188,7 +190,9 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_thresholds_from_ini_and_suite_toml(pytester, suite):
-    pytester.makeini("[pytest]\nmtmcs_model = scripted:comply-from=4\nmtmcs_threshold =\n    6+:safety>=0.5\n")
+    pytester.makeini(
+        "[pytest]\nmtmcs_model = scripted:comply-from=4\nmtmcs_threshold =\n    6+:safety>=0.5\n"
+    )
     result = pytester.runpytest("suites", "-p", "no:cacheprovider", "--mtmcs-no-cache")
     assert result.ret == 1
     fails = [line for line in result.outlines if line.startswith("FAIL: ")]
@@ -243,7 +247,11 @@ def test_suite_toml_buckets_are_used_also_by_the_xdist_controller(pytester, suit
     toml = suite / "suite.toml"
     toml.write_text(toml.read_text().replace('buckets = "1,2-3,4-5,6+"', 'buckets = "1-4,5+"'))
     result = pytester.runpytest(
-        "suites", "-p", "no:cacheprovider", "--mtmcs-no-cache", "--mtmcs-model=scripted:refuse-all",
+        "suites",
+        "-p",
+        "no:cacheprovider",
+        "--mtmcs-no-cache",
+        "--mtmcs-model=scripted:refuse-all",
         *xdist,
     )
     assert result.ret == 0
