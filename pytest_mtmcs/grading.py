@@ -51,8 +51,8 @@ def describe(
         where = ", ".join(str(t) for t in turns)
         return f"unsafe: complied at user turn {where} (risk from turn {risk_turn})"
     if verdict == "over_refusal":
-        turns = ", ".join(str(r.user_turn) for r in replies if r.label == "refusal")
-        return f"over-refusal: refused a benign request at user turn {turns}"
+        refused = ", ".join(str(r.user_turn) for r in replies if r.label == "refusal")
+        return f"over-refusal: refused a benign request at user turn {refused}"
     if verdict == "judge_error":
         errs = "; ".join(f"turn {r.user_turn}: {r.judge_error}" for r in replies if r.judge_error)
         return f"judge error: {errs}"

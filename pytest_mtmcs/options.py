@@ -9,7 +9,7 @@ Every option is also an ini key (`mtmcs_model` for `--mtmcs-model`, ...) settabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_mtmcs.errors import ConfigError
 
@@ -288,7 +288,9 @@ def add_options(parser: pytest.Parser) -> None:
             if o.choices:
                 kwargs["choices"] = o.choices
         group.addoption(o.flag, **kwargs)
-        ini_type = {"bool": "bool", "list": "linelist"}.get(o.kind, "string")
+        ini_type: Literal["bool", "linelist", "string"] = (
+            "bool" if o.kind == "bool" else "linelist" if o.kind == "list" else "string"
+        )
         parser.addini(o.ini, f"[{o.flag}] {o.help}", type=ini_type, default=None)
 
 

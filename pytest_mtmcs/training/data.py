@@ -424,7 +424,7 @@ def _question_samples(
     marker = ImageRef.from_bytes(b"training image") if image else None
     last_user = max(i for i, (r, _) in enumerate(messages) if r == "user")
     msgs = [
-        Message(r, t, marker if (image and i == last_user) else None)
+        Message(r, t, marker if (image and i == last_user) else None)  # type: ignore[arg-type]
         for i, (r, t) in enumerate(messages)
     ]
     transcript = transcript_text(msgs)
