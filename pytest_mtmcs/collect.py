@@ -39,18 +39,23 @@ def mtmcs_dialogue(request: pytest.FixtureRequest) -> None:
 class SuiteCollector(pytest.File):
     """A suite: a `suite.toml` found under the test paths, or a `--mtmcs-suite` spec."""
 
-    spec: str
+    # How the suite is named to the loader: a --mtmcs-suite spec, or the suite.toml's folder.
+    spec: str = ""
+    # Where its dialogues are, for test locations.
+    where: str = ""
 
     @classmethod
     def for_spec(cls, parent: pytest.Session, spec: str, path: Path) -> SuiteCollector:
         node = cls.from_parent(parent, path=path, nodeid=spec)
-        node.spec = spec
+        node.spec = node.where = spec
         return node
 
     def collect(self) -> Iterator[pytest.Item]:
         session: MtmcsSession = self.config.stash[SESSION_KEY]
-        spec = getattr(self, "spec", None) or shown_path(self.config, self.path.parent)
-        suite = session.load_suite(spec)
+        if not self.spec:
+            self.spec = shown_path(self.config, self.path.parent)
+            self.where = str(Path(self.spec) / "dialogues.jsonl")
+        suite = session.load_suite(self.spec)
         fixtureinfo = None
         for line, dialogue in enumerate(suite.dialogues, start=1):
             item = DialogueItem.from_parent(
@@ -90,9 +95,7 @@ class DialogueItem(pytest.Function):
         self.config.stash[SESSION_KEY].run_item(self)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        parent = self.parent
-        spec = getattr(parent, "spec", None)
-        where = spec if spec else str(Path(self.path).parent / "dialogues.jsonl")
+        where = getattr(self.parent, "where", "") or str(self.path)
         return where, self.lineno - 1 if self.lineno else None, self.name
 
     def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]

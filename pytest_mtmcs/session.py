@@ -179,7 +179,7 @@ class MtmcsSession:
         return suite
 
     def suite_of(self, item: DialogueItem) -> Suite:
-        spec = getattr(item.parent, "spec", None) or shown_path(self.config, Path(item.path).parent)
+        spec = getattr(item.parent, "spec", "") or shown_path(self.config, Path(item.path).parent)
         return self.load_suite(spec)
 
     # -- collection -------------------------------------------------------------------------
@@ -468,7 +468,9 @@ class MtmcsSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, RESULT_ATTR, None)
         if data is not None and not self.is_worker:
-            self.results[report.nodeid] = DialogueResult.from_dict(data)
+            # In one process the result object is at hand; from a worker, only its plain data.
+            done = self.done.get(report.nodeid)
+            self.results[report.nodeid] = done if done else DialogueResult.from_dict(data)
 
     # -- end of session -------------------------------------------------------------------
 

@@ -311,6 +311,14 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self.stub
         authorized = stub._check_auth(self.headers.get("Authorization"))
         path = self.path.split("?", 1)[0].rstrip("/")
+        self._unrecorded = (
+            "GET",
+            self.path,
+            None,
+            "Authorization" in self.headers,
+            authorized,
+            None,
+        )
         if authorized is False:
             status = self._send_error(401, "invalid or missing API key", "authentication_error")
         elif path in ("/v1/models", "/models"):
@@ -329,17 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = self._send_json(200, {"status": "ok"})
         else:
             status = self._send_error(404, f"no route {path}", "not_found_error")
-        stub._record(
-            RecordedRequest(
-                "GET",
-                self.path,
-                None,
-                "Authorization" in self.headers,
-                authorized,
-                None,
-                status,
-            )
-        )
+        self._record_once(status)
 
     def do_POST(self) -> None:
         stub = self.stub
@@ -347,21 +345,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         has_auth = "Authorization" in self.headers
         authorized = stub._check_auth(self.headers.get("Authorization"))
+        self._unrecorded = ("POST", self.path, None, has_auth, authorized, None)
         if path not in ("/v1/chat/completions", "/chat/completions"):
-            status = self._send_error(404, f"no route {path}", "not_found_error")
-            stub._record(
-                RecordedRequest("POST", self.path, None, has_auth, authorized, None, status)
-            )
+            self._send_error(404, f"no route {path}", "not_found_error")
             return
         try:
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("the body is not a JSON object")
         except ValueError as exc:
-            status = self._send_error(400, f"invalid JSON body: {exc}", "invalid_request_error")
-            stub._record(
-                RecordedRequest("POST", self.path, None, has_auth, authorized, None, status)
-            )
+            self._send_error(400, f"invalid JSON body: {exc}", "invalid_request_error")
             return
 
         stub._enter()
@@ -369,12 +362,13 @@ class _Handler(BaseHTTPRequestHandler):
         answered: int | str
         try:
             fault = stub._next_fault(body)
+            # Recorded just before the answer leaves (see _send_json): a client that has its
+            # answer must find its request in the record, however loaded the machine.
+            self._unrecorded = ("POST", self.path, body, has_auth, authorized, fault)
             answered = self._answer(body, fault, authorized)
         finally:
             stub._leave()
-        stub._record(
-            RecordedRequest("POST", self.path, body, has_auth, authorized, fault, answered)
-        )
+        self._record_once(answered)
 
     def _answer(
         self, body: dict[str, Any], fault: str | None, authorized: bool | None
@@ -437,10 +431,18 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    _unrecorded: tuple[Any, ...] | None = None
+
+    def _record_once(self, status: int | str) -> None:
+        if self._unrecorded is not None:
+            self.stub._record(RecordedRequest(*self._unrecorded, status))
+            self._unrecorded = None
+
     def _send_json(
         self, status: int, payload: Any, headers: Mapping[str, str] | None = None
     ) -> int:
         data = json.dumps(payload).encode()
+        self._record_once(status)
         try:
             self.send_response(status, _reason(status))
             self.send_header("Content-Type", "application/json")
