@@ -74,6 +74,7 @@ class MtmcsSession:
         self.gate_failed = False
         self._baselines: Any = None
         self._buckets: dict[str, Any] = {}
+        self._settings: dict[Any, GenerationSettings] = {}
         self.is_worker = _worker_id(config) is not None
 
     # -- configuration -------------------------------------------------------------------
@@ -177,6 +178,14 @@ class MtmcsSession:
             dialogues=len(suite.dialogues),
         )
         return suite
+
+    def _settings_of(self, item: DialogueItem) -> GenerationSettings:
+        """The item's suite's generation settings, worked out once per suite collector."""
+        parent = item.parent
+        settings = self._settings.get(parent)
+        if settings is None:
+            settings = self._settings[parent] = self.generation_settings(self.suite_of(item))
+        return settings
 
     def suite_of(self, item: DialogueItem) -> Suite:
         spec = getattr(item.parent, "spec", "") or shown_path(self.config, Path(item.path).parent)
@@ -330,7 +339,7 @@ class MtmcsSession:
                 ]
             by_settings: dict[GenerationSettings, list[DialogueItem]] = {}
             for it in chunk:
-                by_settings.setdefault(self.generation_settings(self.suite_of(it)), []).append(it)
+                by_settings.setdefault(self._settings_of(it), []).append(it)
             for settings, group in by_settings.items():
                 engine = self.engine_for(settings)
                 out = engine.run([it.stash[DIALOGUE_KEY] for it in group])
@@ -502,6 +511,10 @@ class MtmcsSession:
         return info
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        import gc
+
+        # The results stay alive to the end: spare pytest's final collections from walking them.
+        gc.freeze()
         if self._progress is not None:
             self._progress.finish()
         if self.is_worker:
