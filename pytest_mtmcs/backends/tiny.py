@@ -196,23 +196,32 @@ def _garbage_tokens(tokenizer: Any) -> list[int]:
     return bad
 
 
-def _build_config(name: str, tokenizer: Any) -> Any:
+def qwen_vl_config(
+    arch: str,
+    tokenizer: Any,
+    *,
+    hidden: int,
+    layers: int,
+    intermediate: int,
+    init_range: float,
+    rope_theta: float,
+    mrope_section: list[int],
+) -> Any:
+    """A tiny Qwen2-VL / Qwen2.5-VL config over `tokenizer` (also used by the training package)."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text: dict[str, Any] = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
-        # Far above the usual 0.02: with tiny random weights that small, every reply is the last
-        # prompt token repeated; this makes smoke-build replies depend on the prompt and image.
-        "initializer_range": INIT_RANGE,
+        "initializer_range": init_range,
         "rope_parameters": {
             "rope_type": "default",
-            "rope_theta": 1_000_000.0,
-            "mrope_section": [2, 3, 3],
+            "rope_theta": rope_theta,
+            "mrope_section": mrope_section,
         },
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
@@ -225,19 +234,19 @@ def _build_config(name: str, tokenizer: Any) -> Any:
         "vision_end_token_id": ids["<|vision_end|>"],
         "tie_word_embeddings": True,
     }
-    if name == "qwen2-vl":
+    if arch == "qwen2-vl":
         from transformers import Qwen2VLConfig
 
         vision: dict[str, Any] = {
             "depth": 2,
             "embed_dim": 32,
-            "hidden_size": 64,
+            "hidden_size": hidden,
             "mlp_ratio": 2,
             "num_heads": 2,
-            "initializer_range": INIT_RANGE,
+            "initializer_range": init_range,
         }
         return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
-    if name == "qwen2.5-vl":
+    if arch == "qwen2.5-vl":
         from transformers import Qwen2_5_VLConfig
 
         vision = {
@@ -245,13 +254,28 @@ def _build_config(name: str, tokenizer: Any) -> Any:
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
-            "out_hidden_size": 64,
+            "out_hidden_size": hidden,
             "window_size": 112,
             "fullatt_block_indexes": [1],
-            "initializer_range": INIT_RANGE,
+            "initializer_range": init_range,
         }
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
-    raise ConfigError(f"cannot build tiny checkpoint {name!r}; buildable: {', '.join(BUILDABLE)}")
+    raise ConfigError(f"cannot build tiny checkpoint {arch!r}; buildable: {', '.join(BUILDABLE)}")
+
+
+def _build_config(name: str, tokenizer: Any) -> Any:
+    # INIT_RANGE far above the usual 0.02: with tiny random weights that small, every reply is the
+    # last prompt token repeated; this makes smoke-build replies depend on the prompt and image.
+    return qwen_vl_config(
+        name,
+        tokenizer,
+        hidden=64,
+        layers=2,
+        intermediate=128,
+        init_range=INIT_RANGE,
+        rope_theta=1_000_000.0,
+        mrope_section=[2, 3, 3],
+    )
 
 
 def _inside_package_checkpoints(path: Path) -> bool:

@@ -93,64 +93,22 @@ def build_tokenizer(texts: Sequence[str], merges: int) -> Any:
 
 
 def build_config(arch: str, tokenizer: Any, hidden: int, layers: int) -> Any:
-    from pytest_mtmcs.backends.tiny import SPECIAL_TOKENS
+    from pytest_mtmcs.backends.tiny import qwen_vl_config
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    heads = 4
-    half = hidden // heads // 2
+    half = hidden // 4 // 2  # 4 heads
     # mrope splits each head's rotary half-dimension into temporal / height / width sections.
     t_sec = half // 4
     section = [t_sec, (half - t_sec) // 2, half - t_sec - (half - t_sec) // 2]
-    text: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": hidden * 3,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "initializer_range": 0.02,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 10_000.0,
-            "mrope_section": section,
-        },
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-    }
-    common = {
-        "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-        "tie_word_embeddings": True,
-    }
-    if arch == "qwen2-vl":
-        from transformers import Qwen2VLConfig
-
-        vision: dict[str, Any] = {
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": hidden,
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "initializer_range": 0.02,
-        }
-        return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
-    from transformers import Qwen2_5_VLConfig
-
-    vision = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "out_hidden_size": hidden,
-        "window_size": 112,
-        "fullatt_block_indexes": [1],
-        "initializer_range": 0.02,
-    }
-    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+    return qwen_vl_config(
+        arch,
+        tokenizer,
+        hidden=hidden,
+        layers=layers,
+        intermediate=hidden * 3,
+        init_range=0.02,
+        rope_theta=10_000.0,
+        mrope_section=section,
+    )
 
 
 def synthetic_image(seed: int) -> Any:
