@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,8 +146,9 @@ def create(rest: str, options: BackendOptions) -> HFBackend:
 # --- building -----------------------------------------------------------------------------------
 
 
-def _train_tokenizer(num_merges: int = 400) -> Any:
-    """A byte-level BPE with the Qwen special tokens, wrapped for transformers."""
+def bpe_tokenizer(texts: Iterable[str], num_merges: int) -> Any:
+    """A byte-level BPE trained on `texts` (in the order given), with the Qwen special tokens,
+    wrapped for transformers. Also used by the training package."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -161,7 +162,7 @@ def _train_tokenizer(num_merges: int = 400) -> Any:
         special_tokens=[],
         show_progress=False,
     )
-    tok.train_from_iterator(list(_CORPUS), trainer=trainer)
+    tok.train_from_iterator(list(texts), trainer=trainer)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -177,6 +178,10 @@ def _train_tokenizer(num_merges: int = 400) -> Any:
     )
     wrapped.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
     return wrapped
+
+
+def _train_tokenizer(num_merges: int = 400) -> Any:
+    return bpe_tokenizer(_CORPUS, num_merges)
 
 
 def _garbage_tokens(tokenizer: Any) -> list[int]:

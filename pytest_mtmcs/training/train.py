@@ -58,38 +58,10 @@ def recipe(name: str, **overrides: Any) -> Recipe:
 
 def build_tokenizer(texts: Sequence[str], merges: int) -> Any:
     """A byte-level BPE trained on `texts`, with the Qwen special tokens, wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from pytest_mtmcs.backends.tiny import bpe_tokenizer
 
-    from pytest_mtmcs.backends.tiny import SPECIAL_TOKENS
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(
-        vocab_size=len(alphabet) + merges,
-        initial_alphabet=alphabet,
-        special_tokens=[],
-        show_progress=False,
-    )
     # Sorted, deduplicated input: the merges then do not depend on sample order.
-    tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        bos_token=None,
-        extra_special_tokens=[
-            t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")
-        ],
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-        model_max_length=32768,
-    )
-    wrapped.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    return wrapped
+    return bpe_tokenizer(sorted(set(texts)), merges)
 
 
 def build_config(arch: str, tokenizer: Any, hidden: int, layers: int) -> Any:
