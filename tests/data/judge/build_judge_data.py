@@ -1,0 +1,170 @@
+"""Convert public human-labelled model replies into the judge's JSONL data files.
+
+Each subcommand reads the raw files of one source (paths on the command line; where they come
+from is written in PROVENANCE.md beside this script) and writes ``<source>.jsonl`` here. Every
+line is one real model reply with its human label::
+
+    {"id", "text", "label", "prompt", "source", "model", "split", "label_origin", "lang"}
+
+``label`` is one of ``refusal``, ``safe_redirect``, ``compliance``. Binary sources (compliance
+vs not) map "not compliance" to ``refusal``. ``split`` is decided by model (or whole source),
+never by row: see ``TEST_MODELS`` and ``split_of``. ``combine`` concatenates the per-source files
+into ``dev.jsonl`` and ``test.jsonl`` (English only).
+
+The conversion is deterministic: no randomness unless a seeded subsample is stated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LABELS = ("refusal", "safe_redirect", "compliance")
+
+# Models whose replies form the test split (no dev row comes from these models). Names are
+# normalised with ``norm_model``. See PROVENANCE.md for the reasoning.
+TEST_MODELS: frozenset[str] = frozenset()
+# Whole sources assigned to test regardless of model.
+TEST_SOURCES: frozenset[str] = frozenset()
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def norm_model(name: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
+
+
+def split_of(source: str, model: str) -> str:
+    if source in TEST_SOURCES or norm_model(model) in TEST_MODELS:
+        return "test"
+    return "dev"
+
+
+def lang_of(text: str) -> str:
+    """``zh``/``ja``/``ko`` style CJK text vs everything else (``en``): share of CJK characters."""
+    letters = [c for c in text if not c.isspace()]
+    if not letters:
+        return "en"
+    cjk = sum(1 for c in letters if _CJK.match(c))
+    return "zh" if cjk / len(letters) > 0.2 else "en"
+
+
+def strip_nl(text: str) -> str:
+    return text[:-1] if text.endswith("\n") else text
+
+
+def record(
+    *,
+    source: str,
+    row_id: str,
+    text: str,
+    label: str,
+    prompt: str | None,
+    model: str,
+    label_origin: str,
+    lang: str | None = None,
+) -> dict[str, object]:
+    if label not in LABELS:
+        raise ValueError(f"{source}/{row_id}: label {label!r} not in {LABELS}")
+    text = strip_nl(text)
+    return {
+        "id": f"{source}/{row_id}",
+        "text": text,
+        "label": label,
+        "prompt": prompt,
+        "source": source,
+        "model": model,
+        "split": split_of(source, model),
+        "label_origin": label_origin,
+        "lang": lang or lang_of(text),
+    }
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> Counter[tuple[str, str, str]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            counts[(str(row["model"]), str(row["split"]), str(row["label"]))] += 1
+    return counts
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, object]]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+# --------------------------------------------------------------------------- GPTFuzz
+
+
+def gptfuzz(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """sherdencooper/GPTFuzz datasets/responses_labeled/{train,evaluate}.csv (gpt-3.5-turbo).
+
+    Columns: question (index into datasets/questions/question_list.csv), Response, label
+    (1 = jailbroken / the harmful content is given, 0 = not). The jailbreak template wrapped
+    around the question is not recorded in these files, so ``prompt`` is the bare question.
+    """
+    with open(args.questions, newline="", encoding="utf-8") as fh:
+        questions = {row["index"]: row["text"] for row in csv.DictReader(fh)}
+    for part, path in (("train", args.train), ("evaluate", args.evaluate)):
+        with open(path, newline="", encoding="utf-8") as fh:
+            for i, row in enumerate(csv.DictReader(fh)):
+                yield record(
+                    source="gptfuzz",
+                    row_id=f"{part}/{i}",
+                    text=row["Response"],
+                    label="compliance" if row["label"].strip() == "1" else "refusal",
+                    prompt=questions[row["question"]],
+                    model="gpt-3.5-turbo",
+                    label_origin="human-binary (GPTFuzz authors: jailbroken vs not)",
+                )
+
+
+# --------------------------------------------------------------------------- combine
+
+
+def combine(args: argparse.Namespace) -> None:
+    splits: dict[str, list[dict[str, object]]] = {"dev": [], "test": []}
+    for path in sorted(HERE.glob("*.jsonl")):
+        if path.stem in ("dev", "test", "pool") or path.stem.startswith("ours_"):
+            continue
+        for row in read_jsonl(path):
+            if row["lang"] == "en":
+                splits[str(row["split"])].append(row)
+    for name, rows in splits.items():
+        counts = write_jsonl(HERE / f"{name}.jsonl", rows)
+        print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
+
+
+SOURCES = {"gptfuzz": gptfuzz}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("gptfuzz")
+    p.add_argument("--train", required=True)
+    p.add_argument("--evaluate", required=True)
+    p.add_argument("--questions", required=True)
+    sub.add_parser("combine")
+    args = parser.parse_args(argv)
+    if args.cmd == "combine":
+        combine(args)
+        return 0
+    counts = write_jsonl(HERE / f"{args.cmd}.jsonl", SOURCES[args.cmd](args))
+    for key, n in sorted(counts.items()):
+        print(*key, n, sep="\t")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
