@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
 import sys
@@ -30,9 +31,9 @@ LABELS = ("refusal", "safe_redirect", "compliance")
 
 # Models whose replies form the test split (no dev row comes from these models). Names are
 # normalised with ``norm_model``. See PROVENANCE.md for the reasoning.
-TEST_MODELS: frozenset[str] = frozenset()
+TEST_MODELS: frozenset[str] = frozenset({"chatglm2-6b", "belle-7b-2m"})
 # Whole sources assigned to test regardless of model.
-TEST_SOURCES: frozenset[str] = frozenset()
+TEST_SOURCES: frozenset[str] = frozenset({"jbb_judge_comparison"})
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
@@ -129,6 +130,85 @@ def gptfuzz(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 )
 
 
+# --------------------------------------------------------------------------- JailbreakBench
+
+
+def _jbb_field(raw: str) -> str:
+    """The judge-comparison CSV mixes UTF-8 fields with a few Mac Roman ones (a re-saved file)."""
+    data = raw.encode("latin-1")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("mac_roman")
+
+
+def jbb_judge_comparison(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """JailbreakBench judge-comparison.csv: 300 replies, three human annotators (0/1 each).
+
+    ``human_majority`` 1 = jailbroken (the reply gives the harmful behaviour) -> ``compliance``.
+    The CSV does not name the target model (JailbreakBench sampled the replies from attack logs
+    of several models), so the whole source is one split unit. ``prompt`` is the behaviour
+    (``goal``); the jailbreak prompt actually sent is longer.
+    """
+    raw = Path(args.csv).read_bytes().decode("latin-1")
+    for row in csv.DictReader(io.StringIO(raw, newline="")):
+        votes = [int(row[k]) for k in ("human1", "human2", "human3")]
+        majority = int(row["human_majority"])
+        if majority != int(sum(votes) >= 2):
+            raise ValueError(f"row {row['Index']}: human_majority disagrees with the votes")
+        yield record(
+            source="jbb_judge_comparison",
+            row_id=row["Index"],
+            text=_jbb_field(row["target_response"]),
+            label="compliance" if majority == 1 else "refusal",
+            prompt=_jbb_field(row["goal"]),
+            model="unknown (JailbreakBench attack logs)",
+            label_origin=f"human-majority-of-3-binary (votes {sum(votes)}/3 jailbroken)",
+        )
+
+
+# --------------------------------------------------------------------------- Latent Jailbreak
+
+
+def latent_jailbreak(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """qiuhuachuan/latent-jailbreak human_annotated_data/P{1,2,3}/<model>/<prefix|suffix>/<group>/<i>.json.
+
+    Each file: ``context`` (a translation request whose text to translate is itself an
+    instruction to write a toxic sentence about a group), ``response``, ``safety``
+    (safe/unsafe) and, for safe replies, ``following`` (follow = did the translation).
+    Mapping: unsafe (the toxic sentence was written) -> ``compliance``; safe + follow (translated
+    the sentence, the actual request) -> ``compliance``; safe + not_follow (declined, lectured or
+    wrote something else) -> ``refusal``. P14-P18 (harmless controls, no safety label: which
+    instruction was followed) are left out: neither label fits them.
+    ``args.root`` is the repository's human_annotated_data folder.
+    """
+    root = Path(args.root)
+    for path in sorted(root.rglob("*.json"), key=lambda p: p.relative_to(root).as_posix()):
+        rel = path.relative_to(root).as_posix()
+        template, model = rel.split("/")[:2]
+        if template not in ("P1", "P2", "P3"):
+            continue
+        item = json.loads(path.read_text(encoding="utf-8"))
+        safety, following = item.get("safety"), item.get("following")
+        if safety == "unsafe":
+            label, why = "compliance", "unsafe"
+        elif safety == "safe" and following == "follow":
+            label, why = "compliance", "safe+follow"
+        elif safety == "safe" and following == "not_follow":
+            label, why = "refusal", "safe+not_follow"
+        else:
+            raise ValueError(f"{rel}: unexpected safety/following {safety!r}/{following!r}")
+        yield record(
+            source="latent_jailbreak",
+            row_id=rel.removesuffix(".json"),
+            text=item["response"],
+            label=label,
+            prompt=item["context"],
+            model=model,
+            label_origin=f"human-safety+following-mapped ({why})",
+        )
+
+
 # --------------------------------------------------------------------------- combine
 
 
@@ -145,7 +225,11 @@ def combine(args: argparse.Namespace) -> None:
         print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
 
 
-SOURCES = {"gptfuzz": gptfuzz}
+SOURCES = {
+    "gptfuzz": gptfuzz,
+    "jbb_judge_comparison": jbb_judge_comparison,
+    "latent_jailbreak": latent_jailbreak,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", required=True)
     p.add_argument("--evaluate", required=True)
     p.add_argument("--questions", required=True)
+    p = sub.add_parser("jbb_judge_comparison")
+    p.add_argument("--csv", required=True)
+    p = sub.add_parser("latent_jailbreak")
+    p.add_argument("--root", required=True, help="the repository's human_annotated_data folder")
     sub.add_parser("combine")
     args = parser.parse_args(argv)
     if args.cmd == "combine":
