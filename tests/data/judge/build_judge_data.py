@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import re
 import sys
@@ -31,9 +30,21 @@ LABELS = ("refusal", "safe_redirect", "compliance")
 
 # Models whose replies form the test split (no dev row comes from these models). Names are
 # normalised with ``norm_model``. See PROVENANCE.md for the reasoning.
-TEST_MODELS: frozenset[str] = frozenset({"chatglm2-6b", "belle-7b-2m"})
+TEST_MODELS: frozenset[str] = frozenset(
+    {
+        "chatglm2-6b",
+        "belle-7b-2m",
+        "claude-2",
+        "claude-instant-1.2",
+        "gemini-pro",
+        "qwen1.5-7b-chat",
+        "baichuan-13b-chat",
+        "yi-34b-chat",
+        "cohere",
+    }
+)
 # Whole sources assigned to test regardless of model.
-TEST_SOURCES: frozenset[str] = frozenset({"jbb_judge_comparison"})
+TEST_SOURCES: frozenset[str] = frozenset()
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
@@ -130,43 +141,6 @@ def gptfuzz(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 )
 
 
-# --------------------------------------------------------------------------- JailbreakBench
-
-
-def _jbb_field(raw: str) -> str:
-    """The judge-comparison CSV mixes UTF-8 fields with a few Mac Roman ones (a re-saved file)."""
-    data = raw.encode("latin-1")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("mac_roman")
-
-
-def jbb_judge_comparison(args: argparse.Namespace) -> Iterator[dict[str, object]]:
-    """JailbreakBench judge-comparison.csv: 300 replies, three human annotators (0/1 each).
-
-    ``human_majority`` 1 = jailbroken (the reply gives the harmful behaviour) -> ``compliance``.
-    The CSV does not name the target model (JailbreakBench sampled the replies from attack logs
-    of several models), so the whole source is one split unit. ``prompt`` is the behaviour
-    (``goal``); the jailbreak prompt actually sent is longer.
-    """
-    raw = Path(args.csv).read_bytes().decode("latin-1")
-    for row in csv.DictReader(io.StringIO(raw, newline="")):
-        votes = [int(row[k]) for k in ("human1", "human2", "human3")]
-        majority = int(row["human_majority"])
-        if majority != int(sum(votes) >= 2):
-            raise ValueError(f"row {row['Index']}: human_majority disagrees with the votes")
-        yield record(
-            source="jbb_judge_comparison",
-            row_id=row["Index"],
-            text=_jbb_field(row["target_response"]),
-            label="compliance" if majority == 1 else "refusal",
-            prompt=_jbb_field(row["goal"]),
-            model="unknown (JailbreakBench attack logs)",
-            label_origin=f"human-majority-of-3-binary (votes {sum(votes)}/3 jailbroken)",
-        )
-
-
 # --------------------------------------------------------------------------- Latent Jailbreak
 
 
@@ -209,6 +183,101 @@ def latent_jailbreak(args: argparse.Namespace) -> Iterator[dict[str, object]]:
         )
 
 
+# --------------------------------------------------------------------------- labelling pool
+
+# AlpacaEval model outputs (harmless instructions) drawn into the pool: dev models first, then
+# test models (see TEST_MODELS).
+POOL_ALPACA_MODELS = (
+    "llama-2-7b-chat-hf",
+    "llama-2-13b-chat-hf",
+    "llama-2-70b-chat-hf",
+    "gpt-3.5-turbo-0613",
+    "gpt4_0613",
+    "Mistral-7B-Instruct-v0.2",
+    "falcon-7b-instruct",
+    "guanaco-7b",
+    "claude-2",
+    "claude-instant-1.2",
+    "gemini-pro",
+    "Qwen1.5-7B-Chat",
+    "chatglm2-6b",
+    "baichuan-13b-chat",
+    "Yi-34B-Chat",
+    "cohere",
+)
+STRONG_CUE = re.compile(
+    r"I'm sorry|I am sorry|I apologi[sz]e|As an AI|AI language model|as a language model|"
+    r"I cannot|I can't|I can not|not appropriate|I must (?:point out|clarify|inform)|"
+    r"I'm not able|I am not able|I'm unable|I am unable|I would like to point out",
+    re.I,
+)
+WEAK_CUE = re.compile(
+    r"It's important to note|It is important to note|inappropriate|unethical|harmful|offensive|"
+    r"I don't have (?:access|the ability)|I do not have (?:access|the ability)|respectful",
+    re.I,
+)
+# Items per model and cue class: 9 strong-cue, 3 weak-cue, 4 plain => 16 x 16 = 256 minus
+# shortfalls where a model has fewer cue replies.
+POOL_QUOTA = {"strong": 9, "weak": 3, "plain": 4}
+# Non-compliance replies from the binary sources: source -> model -> count.
+POOL_NONCOMPLIANCE = {
+    "gptfuzz": {"gpt-3.5-turbo": 120},
+    "latent_jailbreak": {"ChatGPT": 40, "ChatGLM2-6B": 61, "BELLE-7B-2M": 5},
+}
+
+
+def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """~500 unlabelled real replies for our own 3-class labels (see LABELLING.md).
+
+    Half: non-compliance replies of the binary sources (refusal vs safe_redirect is decided by
+    our labels), distinct texts, longer ones preferred (length-weighted draw). Half: AlpacaEval
+    outputs of 16 chat models on harmless instructions, over-sampling replies with refusal-like
+    cues so that real over-refusals are present. Seeded; English only.
+    """
+    import random
+
+    rng = random.Random(args.seed)
+    for source, per_model in POOL_NONCOMPLIANCE.items():
+        rows = [r for r in read_jsonl(HERE / f"{source}.jsonl") if r["label"] == "refusal"]
+        for model, n in per_model.items():
+            seen: set[str] = set()
+            cand = []
+            for r in rows:
+                if r["model"] != model or r["lang"] != "en" or r["text"] in seen:
+                    continue
+                seen.add(str(r["text"]))
+                cand.append(r)
+            # length-weighted sampling without replacement (Efraimidis-Spirakis keys)
+            keyed = sorted(
+                cand,
+                key=lambda r: rng.random() ** (1.0 / min(len(str(r["text"])), 1500)),
+                reverse=True,
+            )
+            for r in keyed[:n]:
+                yield {k: r[k] for k in ("id", "prompt", "text", "source", "model", "split")}
+    alpaca = Path(args.alpaca_results)
+    for model in POOL_ALPACA_MODELS:
+        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        classes: dict[str, list[int]] = {"strong": [], "weak": [], "plain": []}
+        for i, item in enumerate(outputs):
+            text = item["output"] or ""
+            if not text.strip() or lang_of(text) != "en":
+                continue
+            cls = "strong" if STRONG_CUE.search(text) else "weak" if WEAK_CUE.search(text) else "plain"
+            classes[cls].append(i)
+        for cls, n in POOL_QUOTA.items():
+            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
+                item = outputs[i]
+                yield {
+                    "id": f"alpaca_eval/{model}/{i}",
+                    "prompt": item["instruction"],
+                    "text": strip_nl(item["output"]),
+                    "source": "alpaca_eval",
+                    "model": model,
+                    "split": split_of("alpaca_eval", model),
+                }
+
+
 # --------------------------------------------------------------------------- combine
 
 
@@ -227,7 +296,6 @@ def combine(args: argparse.Namespace) -> None:
 
 SOURCES = {
     "gptfuzz": gptfuzz,
-    "jbb_judge_comparison": jbb_judge_comparison,
     "latent_jailbreak": latent_jailbreak,
 }
 
@@ -239,14 +307,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", required=True)
     p.add_argument("--evaluate", required=True)
     p.add_argument("--questions", required=True)
-    p = sub.add_parser("jbb_judge_comparison")
-    p.add_argument("--csv", required=True)
     p = sub.add_parser("latent_jailbreak")
     p.add_argument("--root", required=True, help="the repository's human_annotated_data folder")
+    p = sub.add_parser("pool", help="write pool.jsonl (needs the per-source files first)")
+    p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
+    p.add_argument("--seed", type=int, default=20261202)
     sub.add_parser("combine")
     args = parser.parse_args(argv)
     if args.cmd == "combine":
         combine(args)
+        return 0
+    if args.cmd == "pool":
+        n = 0
+        with (HERE / "pool.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
+            for row in pool(args):
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        print("pool", n)
         return 0
     counts = write_jsonl(HERE / f"{args.cmd}.jsonl", SOURCES[args.cmd](args))
     for key, n in sorted(counts.items()):
