@@ -44,7 +44,7 @@ TEST_MODELS: frozenset[str] = frozenset(
     }
 )
 # Whole sources assigned to test regardless of model.
-TEST_SOURCES: frozenset[str] = frozenset()
+TEST_SOURCES: frozenset[str] = frozenset({"jailjudge_mini"})
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
@@ -183,6 +183,30 @@ def latent_jailbreak(args: argparse.Namespace) -> Iterator[dict[str, object]]:
         )
 
 
+# --------------------------------------------------------------------------- JAILJUDGE (mini)
+
+
+def jailjudge_mini(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """ThuCCSLab/JailbreakEval data/JAILJUDGEmini.csv: 1,000 rows of JAILJUDGE's labelled test data.
+
+    Columns: question (the prompt as sent, often a jailbreak), answer (the model's reply), label
+    (1 = jailbroken -> ``compliance``, 0 -> ``refusal``), hazard_cate_llamaguard3,
+    prompt_complexity_cate, language. The target models are not named: split as a whole source.
+    """
+    with open(args.csv, newline="", encoding="utf-8") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            yield record(
+                source="jailjudge_mini",
+                row_id=str(i),
+                text=row["answer"],
+                label="compliance" if row["label"].strip() == "1" else "refusal",
+                prompt=row["question"],
+                model="unknown (JAILJUDGE test replies)",
+                label_origin=f"human-binary (JAILJUDGE test, {row['prompt_complexity_cate']})",
+                lang=row["language"] if row["language"] == "en" else None,
+            )
+
+
 # --------------------------------------------------------------------------- labelling pool
 
 # AlpacaEval model outputs (harmless instructions) drawn into the pool: dev models first, then
@@ -297,6 +321,7 @@ def combine(args: argparse.Namespace) -> None:
 SOURCES = {
     "gptfuzz": gptfuzz,
     "latent_jailbreak": latent_jailbreak,
+    "jailjudge_mini": jailjudge_mini,
 }
 
 
@@ -309,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", required=True)
     p = sub.add_parser("latent_jailbreak")
     p.add_argument("--root", required=True, help="the repository's human_annotated_data folder")
+    p = sub.add_parser("jailjudge_mini")
+    p.add_argument("--csv", required=True)
     p = sub.add_parser("pool", help="write pool.jsonl (needs the per-source files first)")
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261202)
