@@ -287,7 +287,13 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
             text = item["output"] or ""
             if not text.strip() or lang_of(text) != "en":
                 continue
-            cls = "strong" if STRONG_CUE.search(text) else "weak" if WEAK_CUE.search(text) else "plain"
+            cls = (
+                "strong"
+                if STRONG_CUE.search(text)
+                else "weak"
+                if WEAK_CUE.search(text)
+                else "plain"
+            )
             classes[cls].append(i)
         for cls, n in POOL_QUOTA.items():
             for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
@@ -305,14 +311,87 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
 # --------------------------------------------------------------------------- combine
 
 
+def _kappa(pairs: list[tuple[str, str]]) -> float:
+    n = len(pairs)
+    if n == 0:
+        return float("nan")
+    observed = sum(1 for x, y in pairs if x == y) / n
+    first = Counter(x for x, _ in pairs)
+    second = Counter(y for _, y in pairs)
+    expected = sum(first[k] * second[k] for k in LABELS) / (n * n)
+    return (observed - expected) / (1 - expected) if expected < 1 else 1.0
+
+
+def our_labels() -> dict[str, str]:
+    """Labels of the pool where both independent passes (``ours_pass1/2.jsonl``) agree."""
+    passes = []
+    for name in ("ours_pass1.jsonl", "ours_pass2.jsonl"):
+        path = HERE / name
+        if not path.exists():
+            return {}
+        labels: dict[str, str] = {}
+        for n, row in enumerate(read_jsonl(path), start=1):
+            label = str(row.get("label"))
+            if label not in LABELS:
+                raise ValueError(f"{name}:{n}: label {label!r} not in {LABELS}")
+            labels[str(row["id"])] = label
+        passes.append(labels)
+    both = sorted(set(passes[0]) & set(passes[1]))
+    pairs = [(passes[0][i], passes[1][i]) for i in both]
+    agree = sum(1 for x, y in pairs if x == y)
+    print(
+        f"our labels: {len(both)} items in both passes, agreement {agree}/{len(both)}"
+        f" = {agree / max(len(both), 1):.3f}, Cohen's kappa {_kappa(pairs):.3f}"
+    )
+    return {i: x for i, (x, y) in zip(both, pairs, strict=True) if x == y}
+
+
 def combine(args: argparse.Namespace) -> None:
+    """dev.jsonl / test.jsonl: English rows of every per-source file, plus our pool labels.
+
+    Where both passes of our labels agree on a pool item: a non-compliance reply of a binary
+    source takes our ``refusal``/``safe_redirect`` (if we say ``compliance`` against the source's
+    humans, the source's label stays and the case is counted); an AlpacaEval reply becomes a new
+    row with our label (source ``alpaca_eval``).
+    """
+    ours = our_labels()
+    pool_rows = {str(r["id"]): r for r in read_jsonl(HERE / "pool.jsonl")} if ours else {}
+    used: set[str] = set()
+    overruled = 0
     splits: dict[str, list[dict[str, object]]] = {"dev": [], "test": []}
     for path in sorted(HERE.glob("*.jsonl")):
         if path.stem in ("dev", "test", "pool") or path.stem.startswith("ours_"):
             continue
         for row in read_jsonl(path):
-            if row["lang"] == "en":
-                splits[str(row["split"])].append(row)
+            if row["lang"] != "en":
+                continue
+            label = ours.get(str(row["id"]))
+            if label is not None:
+                used.add(str(row["id"]))
+                if label == "compliance" and row["label"] != "compliance":
+                    overruled += 1
+                else:
+                    row["label"] = label
+                    row["label_origin"] = f"{row['label_origin']}; 3-class by ours (2 passes agree)"
+            splits[str(row["split"])].append(row)
+    for item_id, label in sorted(ours.items()):
+        if item_id in used or item_id not in pool_rows:
+            continue
+        item = pool_rows[item_id]
+        new = record(
+            source=str(item["source"]),
+            row_id=item_id.split("/", 1)[1],
+            text=str(item["text"]),
+            label=label,
+            prompt=item["prompt"] if item["prompt"] is None else str(item["prompt"]),
+            model=str(item["model"]),
+            label_origin="ours-2-pass-agreed",
+        )
+        splits[str(new["split"])].append(new)
+    if ours:
+        print(
+            f"our label 'compliance' against the source's non-compliance: {overruled} (kept source)"
+        )
     for name, rows in splits.items():
         counts = write_jsonl(HERE / f"{name}.jsonl", rows)
         print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
