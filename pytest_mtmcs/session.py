@@ -116,6 +116,9 @@ class MtmcsSession:
             if not low <= x <= high:
                 raise ConfigError(f"{flag}={x}: expected a value in [{low}, {high}]")
         BaselineSet.from_config(c)
+        from pytest_mtmcs.preflight import check_specs
+
+        check_specs(self)
 
     @property
     def model_spec(self) -> str | None:
@@ -206,6 +209,10 @@ class MtmcsSession:
                 "--mtmcs-model=SPEC (e.g. tiny:qwen2.5-vl, hf:PATH, openai:MODEL) or set "
                 "mtmcs_model in [tool.pytest.ini_options]"
             )
+        if has_dialogues and not config.option.collectonly:
+            from pytest_mtmcs.preflight import outputs_or_usage_error
+
+            outputs_or_usage_error(self)
 
     def _check_suite_settings(self) -> None:
         """Buckets and thresholds against each collected suite, before any model runs."""
@@ -273,6 +280,8 @@ class MtmcsSession:
         if self._backend is None:
             spec = self.model_spec
             assert spec is not None
+            # Nothing is kept unless backend and judge both build: a half-built engine would
+            # grade with a judge that does not exist.
             backend = create_backend(spec, self.backend_options())
             guards = opts.value(self.config, "--mtmcs-guard") or ()
             if guards:
@@ -281,12 +290,12 @@ class MtmcsSession:
                 backend = create_guarded_backend(
                     backend, list(guards), self.backend_options("--mtmcs-guard-base-url")
                 )
-            self._backend = backend
             if self._cache is None:
                 self._cache = self._open_cache()
             self._judge = create_judge(
                 str(opts.value(self.config, "--mtmcs-judge")), self.judge_options()
             )
+            self._backend = backend
             self._progress = self._make_progress()
         from pytest_mtmcs.cache import NullCache
 
@@ -341,7 +350,10 @@ class MtmcsSession:
             for it in chunk:
                 by_settings.setdefault(self._settings_of(it), []).append(it)
             for settings, group in by_settings.items():
-                engine = self.engine_for(settings)
+                from pytest_mtmcs.preflight import building
+
+                with building(self, item):
+                    engine = self.engine_for(settings)
                 out = engine.run([it.stash[DIALOGUE_KEY] for it in group])
                 for it in group:
                     self.done[it.nodeid] = out[it.stash[DIALOGUE_KEY].id]
@@ -498,7 +510,7 @@ class MtmcsSession:
             "suites": {k: v.as_dict() for k, v in self.suite_meta.items()},
             "model": self.model_spec,
         }
-        if self._backend is not None:
+        if self._backend is not None and self._judge is not None:
             engines = list(self._engines.values())
             info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
             info["judge"] = self._judge.identity.as_dict()

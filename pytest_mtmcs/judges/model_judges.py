@@ -72,6 +72,8 @@ class ModelJudgeOptions:
 
     backend: BackendOptions = field(default_factory=BackendOptions)
     cache: JudgmentCache | None = None
+    # --mtmcs-cascade-threshold, for a `cascade:` judge (None: its default).
+    cascade_threshold: float | None = None
 
 
 def resolve_options(options: Any) -> ModelJudgeOptions:
@@ -102,18 +104,21 @@ def resolve_options(options: Any) -> ModelJudgeOptions:
         from dataclasses import replace
 
         backend = replace(backend, base_url=str(base_url))
-    return ModelJudgeOptions(backend=backend, cache=pick("cache"))
+    return ModelJudgeOptions(
+        backend=backend, cache=pick("cache"), cascade_threshold=pick("cascade_threshold")
+    )
 
 
-def make_backend(
+def check_backend_spec(
     name: str,
     rest: str,
     options: BackendOptions,
     *,
     option: str = JUDGE_OPTION,
     base_url_option: str = JUDGE_BASE_URL_OPTION,
-) -> Backend:
-    """The judge's (or a guard's) backend from its spec, with messages naming the option."""
+) -> None:
+    """What `make_backend` checks before building anything: run at configure time, so that a
+    judge that cannot exist stops the run before any dialogue does."""
     shown = f"{option}={name}:{rest}"
     if not rest.strip():
         raise ConfigError(
@@ -126,6 +131,26 @@ def make_backend(
             f"{shown}: the OpenAI-compatible server of this {name} needs a base URL: pass "
             f"{base_url_option}=http://HOST:8000/v1 or set {ENV_BASE_URL}"
         )
+
+
+def check_judge_spec(name: str, rest: str, options: BackendOptions) -> None:
+    """Configure-time checks of `--mtmcs-judge=NAME:REST` for the model judges of this module."""
+    if name == "guard":
+        rest = split_guard_mode(rest)[1]
+    check_backend_spec(name, rest, options)
+
+
+def make_backend(
+    name: str,
+    rest: str,
+    options: BackendOptions,
+    *,
+    option: str = JUDGE_OPTION,
+    base_url_option: str = JUDGE_BASE_URL_OPTION,
+) -> Backend:
+    """The judge's (or a guard's) backend from its spec, with messages naming the option."""
+    shown = f"{option}={name}:{rest}"
+    check_backend_spec(name, rest, options, option=option, base_url_option=base_url_option)
     try:
         return create_backend(rest, options, option=shown)
     except ConfigError as exc:

@@ -1,0 +1,174 @@
+"""Every failure ends as a clear error before anything runs, or as a counted error; never as a
+verdict from something that does not exist, and never as an internal traceback.
+
+Driven end to end through pytester (in process, with and without `-n 2`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pytest_mtmcs.cache import ResponseCache
+from pytest_mtmcs.errors import MtmcsError
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "suites" / "mtmcs_mini"
+
+
+def small_suite(dest: Path, lines: int = 8) -> Path:
+    """The bundled suite cut to its first `lines` dialogues (whole twin groups)."""
+    shutil.copytree(BUNDLED, dest, ignore=shutil.ignore_patterns("*.py"))
+    jsonl = dest / "dialogues.jsonl"
+    kept = jsonl.read_text(encoding="utf-8").splitlines()[:lines]
+    jsonl.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return dest
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> Path:
+    return small_suite(pytester.path / "suites" / "mini")
+
+
+def no_traceback(text: str) -> None:
+    __tracebackhide__ = True
+    for marker in ("Traceback", "INTERNALERROR", "AttributeError", "NoneType"):
+        assert marker not in text, f"{marker!r} in the output:\n{text[-3000:]}"
+
+
+# --- finding 1: a judge that cannot exist -------------------------------------------------------
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_judge_without_base_url_is_a_usage_error_before_anything_runs(
+    pytester, suite, monkeypatch, xdist
+):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = pytester.runpytest(
+        "suites",
+        "-p",
+        "no:cacheprovider",
+        "--mtmcs-model=scripted:refuse-all",
+        "--mtmcs-judge=rubric:openai:MODEL",
+        "--mtmcs-base-url=http://127.0.0.1:9/v1",
+        *xdist,
+    )
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert "--mtmcs-judge-base-url" in text and "OPENAI_BASE_URL" in text
+    assert "--mtmcs-judge=rubric:openai:MODEL" in text
+    # Nothing ran: no outcome letters, no REGRESSED, no summary.
+    assert "REGRESSED" not in text and "passed" not in text and "xfailed" not in text
+    no_traceback(text)
+
+
+@pytest.mark.parametrize(
+    "judge", ["safe-unsafe:openai:M", "guard:openai:M", "guard:prompt:openai:M", "rubric:"]
+)
+def test_every_model_judge_is_checked_at_configure_time(pytester, suite, monkeypatch, judge):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all",
+        f"--mtmcs-judge={judge}",
+    )  # fmt: skip
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    name, _, rest = judge.partition(":")
+    assert f"--mtmcs-judge={name}:{rest.removeprefix('prompt:')}" in text
+    no_traceback(text)
+
+
+def test_judge_base_url_from_the_environment_is_accepted(pytester, suite, monkeypatch):
+    # The environment variable the message names does fix it (collection only: no server).
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--collect-only", "-q",
+        "--mtmcs-model=scripted:refuse-all", "--mtmcs-judge=rubric:openai:MODEL",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+
+
+def test_openai_model_without_base_url_is_a_usage_error(pytester, suite, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    result = pytester.runpytest("suites", "-p", "no:cacheprovider", "--mtmcs-model=openai:M")
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert "--mtmcs-base-url" in text and "OPENAI_BASE_URL" in text
+    no_traceback(text)
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_backend_that_cannot_be_built_stops_the_run_with_its_message(pytester, suite, xdist):
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-model=hf:/no/such/model/folder", *xdist
+    )
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR), text
+    assert "cannot build the model or judge" in text and "/no/such/model/folder" in text
+    outcomes = result.parseoutcomes()
+    # The run stops at the first failure (one per worker at most): never 8 model loads.
+    assert 1 <= outcomes.get("errors", 0) <= (2 if xdist else 1), outcomes
+    assert not outcomes.get("passed") and not outcomes.get("xfailed")
+    no_traceback(text)
+
+
+# --- unusable output folders ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+@pytest.mark.parametrize(
+    ("option", "name"), [("--mtmcs-report", "report"), ("--mtmcs-cache", "c.sqlite")]
+)
+def test_output_under_a_file_is_a_usage_error(pytester, suite, xdist, option, name):
+    # Root ignores permission bits, so "not writable" is a path whose parent is a file.
+    (pytester.path / "afile").write_text("x")
+    result = pytester.runpytest(
+        "suites", "--mtmcs-model=scripted:refuse-all", f"{option}=afile/sub/{name}", *xdist
+    )
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert option in text and "afile" in text
+    no_traceback(text)
+
+
+def test_read_only_cache_folder_is_a_usage_error(pytester, suite, monkeypatch):
+    # A read-only file system, as the cache sees it: the folder cannot be created.
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "ro-cache" in str(self):
+            raise OSError(30, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    result = pytester.runpytest(
+        "suites", "--mtmcs-model=scripted:refuse-all", "--mtmcs-cache=ro-cache/c.sqlite"
+    )
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert "ro-cache" in text and "Read-only file system" in text
+    no_traceback(text)
+
+
+def test_full_disk_on_cache_write_is_our_error_naming_the_file(tmp_path, monkeypatch):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    conn = cache._connection()
+
+    class FullDisk:
+        """The connection, except that writing fails as SQLite does on a full disk."""
+
+        def __getattr__(self, name):
+            return getattr(conn, name)
+
+        def executemany(self, *args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(cache, "_connection", lambda: FullDisk())
+    with pytest.raises(MtmcsError) as exc:
+        cache.put_many({"k": "v"})
+    assert "c.sqlite" in str(exc.value) and "full" in str(exc.value)
+    assert "--mtmcs-cache" in str(exc.value)
+    cache.close()
