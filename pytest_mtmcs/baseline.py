@@ -231,6 +231,10 @@ def make_header(
         "transformers": _pkg_version("transformers"),
         "torch": _pkg_version("torch"),
     }
+    # Only when set, so that the headers of judges without them (rules) stay as they were.
+    for key in ("version", "artefact_hash"):
+        if judge.get(key):
+            header[f"judge_{key}"] = judge[key]
     for key, value in sorted(fingerprint.items()):
         if key in ("spec",):
             continue
@@ -241,7 +245,14 @@ def make_header(
 
 
 # What two runs must share to be compared.
-COMPAT_KEYS = ("suite_hash", "judge", "judge_model", "judge_prompt_hash")
+COMPAT_KEYS = (
+    "suite_hash",
+    "judge",
+    "judge_model",
+    "judge_prompt_hash",
+    "judge_version",
+    "judge_artefact_hash",
+)
 COMPAT_PREFIXES = ("decoding_",)
 
 

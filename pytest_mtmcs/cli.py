@@ -3,6 +3,7 @@
 - `import SPEC OUT`: writes a native suite folder from a benchmark release
   (`mtmcs-bench:PATH`, `safemt:PATH`) or another suite, to pin, edit or review it in git.
 - `compare A B`: compares two result tables or two baselines, with the run's statistics.
+- `merge DIR...`: one outcome, gate and baseline from the report folders of `--mtmcs-shard` runs.
 - `judge-agreement`: scores a judge against a labelled set of replies.
 """
 
@@ -37,45 +38,16 @@ def _compare(args: argparse.Namespace) -> int:
     return compare_main(args)
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from pytest_mtmcs.merge import merge_main
+
+    return merge_main(args)
+
+
 def _agreement(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pytest_mtmcs.agreement import run_agreement
 
-    from pytest_mtmcs.agreement import agreement, format_agreement, load_labelled_records
-    from pytest_mtmcs.judges import JudgeInput, create_judge
-    from pytest_mtmcs.records import Dialogue, Message, Turn
-
-    path = (
-        Path(args.labelled)
-        if args.labelled
-        else (Path(__file__).parent / "judges" / "data" / "rules_labelled.jsonl")
-    )
-    try:
-        rows = load_labelled_records(path)
-    except ValueError as exc:
-        print(f"pytest-mtmcs: error: {exc}", file=sys.stderr)
-        return 2
-    if args.split:
-        rows = [r for r in rows if r.split == args.split]
-    judge = create_judge(args.judge)
-    # Replies are judged as answers to an unsafe request: what the labelled sets are about.
-    request = "Can you help me with this?"
-    dialogue = Dialogue(
-        "agreement",
-        "agreement",
-        "unsafe",
-        "escalation",
-        "text",
-        "-",
-        (Turn("user", request),),
-        risk_turn=1,
-    )
-    inputs = [JudgeInput(dialogue, (Message("user", request),), r.text, 1) for r in rows]
-    predicted = [j.label or "error" for j in judge.judge(inputs)]
-    result = agreement([r.label for r in rows], predicted)
-    split = f", split {args.split}" if args.split else ""
-    print(f"judge {judge.identity} on {path.name}{split}")
-    print(format_agreement(result))
-    return 0
+    return run_agreement(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,10 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for summary.md and report.html (default: print only)")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("judge-agreement", help="score a judge against labelled replies")
-    p.add_argument("--judge", default="rules", help="judge spec (default: rules)")
-    p.add_argument("--labelled", help="JSONL of {text, label} (default: the rules judge's set)")
-    p.add_argument("--split", default=None, help="only rows of this split (dev or test)")
+    p = sub.add_parser(
+        "merge",
+        help="merge the report folders of --mtmcs-shard runs into one outcome, gate and baseline",
+    )
+    from pytest_mtmcs.merge import add_arguments as add_merge_arguments
+
+    add_merge_arguments(p)
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser(
+        "judge-agreement",
+        help="score a judge against human-labelled replies",
+        description="Score a judge against human-labelled replies: 3-class accuracy and kappa, "
+        "compliance vs not, refusal vs not (Wilson 95%% intervals), confusion matrix, per source "
+        "and model. A reply the judge cannot label counts as wrong.",
+    )
+    from pytest_mtmcs.agreement import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_agreement)
     return parser
 

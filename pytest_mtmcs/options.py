@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.judges.cascade import DEFAULT_THRESHOLD as CASCADE_THRESHOLD
 
 if TYPE_CHECKING:
     import pytest
@@ -87,9 +88,19 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-judge",
-        "judge labelling each reply: rules, or a model judge SPEC (default: rules)",
+        "judge labelling each reply: rules, ngram, a model judge SPEC, or "
+        "cascade:LOCAL,MODEL_JUDGE (local judge first, unsure replies to the model judge) "
+        "(default: rules)",
         default="rules",
         metavar="SPEC",
+    ),
+    Opt(
+        "--mtmcs-cascade-threshold",
+        "with --mtmcs-judge=cascade:LOCAL,MODEL_JUDGE, replies the local judge is less sure of "
+        f"than this (0-1) go to the model judge (default: {CASCADE_THRESHOLD:g})",
+        kind="float",
+        default=CASCADE_THRESHOLD,
+        metavar="X",
     ),
     Opt(
         "--mtmcs-judge-base-url",

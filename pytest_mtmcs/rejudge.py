@@ -21,7 +21,13 @@ from pytest_mtmcs.runner import image_turns
 
 # Header keys that name the judge (baseline.make_header); any other mismatch is not fixed by
 # re-judging.
-JUDGE_KEYS = ("judge", "judge_model", "judge_prompt_hash")
+JUDGE_KEYS = (
+    "judge",
+    "judge_model",
+    "judge_prompt_hash",
+    "judge_version",
+    "judge_artefact_hash",
+)
 
 
 def only_judge_differs(base: Mapping[str, str], current: Mapping[str, str]) -> bool:

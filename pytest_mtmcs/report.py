@@ -569,6 +569,8 @@ def _load_ambr(path: Path) -> Loaded:
         "prompt_hash": (
             "" if header.get("judge_prompt_hash", "-") == "-" else header["judge_prompt_hash"]
         ),
+        "version": header.get("judge_version", ""),
+        "artefact_hash": header.get("judge_artefact_hash", ""),
     }
     name = path.parent.name or suite
     return Loaded(name, {suite: results}, {suite: header}, {}, header.get("model"), judge)

@@ -270,7 +270,11 @@ class MtmcsSession:
 
         if self._cache is None:
             self._cache = self._open_cache()
-        return ModelJudgeOptions(self.backend_options("--mtmcs-judge-base-url"), self._cache)
+        return ModelJudgeOptions(
+            self.backend_options("--mtmcs-judge-base-url"),
+            self._cache,
+            cascade_threshold=opts.value(self.config, "--mtmcs-cascade-threshold"),
+        )
 
     def _make_engine(self, settings: GenerationSettings) -> Any:
         from pytest_mtmcs.backends import create_backend

@@ -9,7 +9,7 @@ prefix, value = factory `(rest: str, options: JudgeOptions) -> Judge`).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -27,12 +27,38 @@ class JudgeIdentity:
     name: str
     model: str = ""
     prompt_hash: str = ""
+    # A trained judge's version and the sha256 of its artefact (weights, tables): a retrained or
+    # edited judge is another judge. Empty for judges without either.
+    version: str = ""
+    artefact_hash: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "model": self.model, "prompt_hash": self.prompt_hash}
+        return {
+            "name": self.name,
+            "model": self.model,
+            "prompt_hash": self.prompt_hash,
+            "version": self.version,
+            "artefact_hash": self.artefact_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeIdentity:
+        """From `as_dict()` or a baseline's judge fields; missing or "-" fields are empty."""
+
+        def get(key: str) -> str:
+            value = data.get(key)
+            return "" if value in (None, "-") else str(value)
+
+        return cls(
+            get("name"), get("model"), get("prompt_hash"), get("version"), get("artefact_hash")
+        )
 
     def __str__(self) -> str:
         parts = [self.name]
+        if self.version:
+            parts.append(f"v{self.version}")
+        if self.artefact_hash:
+            parts.append(f"sha={self.artefact_hash[:12]}")
         if self.model:
             parts.append(f"model={self.model}")
         if self.prompt_hash:
@@ -56,6 +82,14 @@ class Judgment:
     error: str | None = None
     score: float | None = None  # a judge's own [0, 1] score, where it has one
     rationale: str | None = None
+    # The judge's estimate that `label` is right, in [0, 1]; None when it gives none. A cascade
+    # (`cascade:LOCAL,MODEL`) sends replies judged below its threshold to the model judge.
+    confidence: float | None = None
+
+    @property
+    def abstained(self) -> bool:
+        """No label: the judge failed or declined to decide."""
+        return self.label is None
 
 
 @runtime_checkable
@@ -74,6 +108,8 @@ Factory = Callable[[str, Any], Judge]
 
 BUILTIN: dict[str, str] = {
     "rules": "pytest_mtmcs.judges.rules:create",
+    "ngram": "pytest_mtmcs.judges.ngram:create",
+    "cascade": "pytest_mtmcs.judges.cascade:create",
     "rubric": "pytest_mtmcs.judges.model_judges:create_rubric",
     "safe-unsafe": "pytest_mtmcs.judges.model_judges:create_safe_unsafe",
     "guard": "pytest_mtmcs.judges.model_judges:create_guard",

@@ -1,0 +1,154 @@
+"""The cascade judge: an offline judge decides what it is sure of, a model judge the rest.
+
+`--mtmcs-judge=cascade:LOCAL,MODEL_JUDGE`, e.g. `cascade:ngram,rubric:openai:gpt-4o`. The spec is
+split at its first comma: LOCAL is a judge spec without commas (`rules`, `ngram`); MODEL_JUDGE is
+any judge spec, colons and commas included. Every reply is judged by LOCAL; a reply whose
+judgment has no label, no confidence, or a confidence below the threshold
+(`--mtmcs-cascade-threshold`) is sent to MODEL_JUDGE, whose judgment replaces it. A failed model
+judgment is a judge error, as with the model judge alone (`--mtmcs-max-judge-errors`).
+
+The identity combines both judges' identities and the threshold, so a baseline recorded with
+another local judge, model judge or threshold is not silently compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.judges import Judge, JudgeIdentity, JudgeInput, Judgment
+
+# Chosen by measurement (benchmarks/judge_cascade.py): see benchmarks/RESULTS.md.
+DEFAULT_THRESHOLD = 0.8
+OPTION = "--mtmcs-cascade-threshold"
+
+
+def split_spec(rest: str, option: str = "--mtmcs-judge") -> tuple[str, str]:
+    """`LOCAL,MODEL_JUDGE` -> (LOCAL, MODEL_JUDGE), split at the first comma."""
+    local, comma, remote = rest.partition(",")
+    local, remote = local.strip(), remote.strip()
+    if not comma or not local or not remote:
+        raise ConfigError(
+            f"{option}=cascade:{rest}: expected cascade:LOCAL,MODEL_JUDGE, e.g. "
+            "cascade:rules,rubric:openai:MODEL (split at the first comma)"
+        )
+    for part in (local, remote):
+        if part.partition(":")[0] == "cascade":
+            raise ConfigError(f"{option}=cascade:{rest}: a cascade cannot contain a cascade")
+    return local, remote
+
+
+def check_threshold(value: Any, origin: str = OPTION) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}={value!r}: expected a number in [0, 1]") from None
+    if not 0.0 <= t <= 1.0:
+        raise ConfigError(f"{origin}={value!r}: expected a number in [0, 1]")
+    return t
+
+
+def escalates(j: Judgment, threshold: float) -> bool:
+    """True when the local judgment is not sure enough to stand on its own."""
+    return j.label is None or j.confidence is None or j.confidence < threshold
+
+
+class CascadeJudge:
+    def __init__(self, local: Judge, remote: Judge, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.local = local
+        self.remote = remote
+        self.threshold = check_threshold(threshold)
+        lid, rid = local.identity, remote.identity
+        both = {
+            "local": lid.as_dict(),
+            # What the local confidences come from, where the judge names it apart (rules).
+            "local_confidence": getattr(local, "confidence_hash", ""),
+            "remote": rid.as_dict(),
+            "threshold": self.threshold,
+        }
+        self.identity = JudgeIdentity(
+            name="cascade",
+            model=rid.model,
+            prompt_hash=rid.prompt_hash,
+            version=f"{lid.name}>{rid.name}@{self.threshold:g}",
+            artefact_hash=hashlib.sha256(
+                json.dumps(both, sort_keys=True, ensure_ascii=True).encode()
+            ).hexdigest(),
+        )
+        # What the run summary reports: replies judged, sent on, and failed there.
+        self.counts = {"judged": 0, "escalated": 0, "escalation_errors": 0}
+
+    def judge(self, items: Sequence[JudgeInput]) -> list[Judgment]:
+        first = list(self.local.judge(items))
+        if len(first) != len(items):
+            raise ValueError(
+                f"local judge {self.local.identity}: {len(first)} judgments for {len(items)}"
+            )
+        todo = [i for i, j in enumerate(first) if escalates(j, self.threshold)]
+        self.counts["judged"] += len(items)
+        self.counts["escalated"] += len(todo)
+        if not todo:
+            return first
+        second = list(self.remote.judge([items[i] for i in todo]))
+        if len(second) != len(todo):
+            err = f"model judge {self.remote.identity}: {len(second)} judgments for {len(todo)}"
+            second = [Judgment(None, error=err)] * len(todo)
+        out = list(first)
+        for i, j in zip(todo, second, strict=True):
+            local = first[i]
+            was = (
+                f"local {local.label or 'no label'} at confidence "
+                f"{'-' if local.confidence is None else f'{local.confidence:.2f}'}"
+            )
+            if j.label is None:
+                self.counts["escalation_errors"] += 1
+                out[i] = Judgment(
+                    None,
+                    error=f"escalated ({was}); model judge failed: {j.error or 'no label'}",
+                    confidence=j.confidence,
+                )
+            else:
+                why = f"escalated ({was})" + (f": {j.rationale}" if j.rationale else "")
+                out[i] = Judgment(j.label, None, j.score, why, j.confidence)
+        return out
+
+    def close(self) -> None:
+        for judge in (self.local, self.remote):
+            close = getattr(judge, "close", None)
+            if close is not None:
+                close()
+
+
+def create(rest: str, options: Any = None) -> CascadeJudge:
+    from pytest_mtmcs.judges import create_judge
+
+    local_spec, remote_spec = split_spec(rest)
+    raw = getattr(options, "cascade_threshold", None)
+    threshold = DEFAULT_THRESHOLD if raw is None else check_threshold(raw)
+    local = create_judge(local_spec, options)
+    remote = create_judge(remote_spec, options)
+    return CascadeJudge(local, remote, threshold)
+
+
+def summary_counts(infos: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The cascade's counts summed over the run's processes (xdist workers report their own)."""
+    total: dict[str, int] = {}
+    for info in infos:
+        for key, value in (info.get("judge_counts") or {}).items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """`escalated 12 of 300 replies to the model judge (1 failed)`, or '' when not a cascade."""
+    if not counts or "escalated" not in counts:
+        return ""
+    text = (
+        f"escalated {counts.get('escalated', 0)} of {counts.get('judged', 0)} replies "
+        "to the model judge"
+    )
+    failed = counts.get("escalation_errors", 0)
+    return text + (f" ({failed} failed there)" if failed else "")

@@ -1,0 +1,129 @@
+"""Datasheets: how well a judge agrees with human labels, measured and stored per judge identity.
+
+A datasheet entry holds the numbers `pytest-mtmcs judge-agreement --record` measured for one judge
+identity on one labelled split (the file's name and sha256 go with it). Entries live in
+`data/datasheets.json`, keyed by `identity_key()`, a hash of the whole identity (name, version,
+model, prompt hash, artefact hash): a judge whose rules, prompt or weights changed has another key
+and so no datasheet until it is measured again. The run summary names the judge with its measured
+compliance-vs-not agreement on the test split (`header_text`), or says it was not measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_mtmcs.judges import JudgeIdentity
+
+DATASHEETS = Path(__file__).parent / "data" / "datasheets.json"
+SCHEMA = 1
+# The split the summary quotes: the held-out one.
+HEADLINE_SPLIT = "test"
+
+
+def _identity(identity: JudgeIdentity | Mapping[str, Any]) -> JudgeIdentity:
+    return identity if isinstance(identity, JudgeIdentity) else JudgeIdentity.from_dict(identity)
+
+
+def identity_key(identity: JudgeIdentity | Mapping[str, Any]) -> str:
+    """A short hash of the judge's whole identity: the key of its datasheet."""
+    blob = json.dumps(_identity(identity).as_dict(), sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load(path: str | Path | None = None) -> dict[str, Any]:
+    """All datasheets: `{"schema": 1, "judges": {key: {"identity": ..., "splits": {...}}}}`."""
+    p = Path(path) if path is not None else DATASHEETS
+    if not p.is_file():
+        return {"schema": SCHEMA, "judges": {}}
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("judges"), dict):
+        raise ValueError(f"{p}: not a datasheet file (expected an object with 'judges')")
+    return data
+
+
+def lookup(
+    identity: JudgeIdentity | Mapping[str, Any],
+    split: str = HEADLINE_SPLIT,
+    path: str | Path | None = None,
+) -> dict[str, Any] | None:
+    """The entry measured for exactly this identity on `split`, or None."""
+    try:
+        data = load(path)
+    except (OSError, ValueError):
+        return None
+    sheet = data["judges"].get(identity_key(identity))
+    if not isinstance(sheet, dict):
+        return None
+    entry = sheet.get("splits", {}).get(split)
+    return entry if isinstance(entry, dict) else None
+
+
+def record(
+    identity: JudgeIdentity | Mapping[str, Any],
+    split: str,
+    entry: Mapping[str, Any],
+    path: str | Path | None = None,
+) -> Path:
+    """Store `entry` for this identity and split; other identities and splits are kept."""
+    p = Path(path) if path is not None else DATASHEETS
+    ident = _identity(identity)
+    data = load(p)
+    data["schema"] = SCHEMA
+    sheet = data["judges"].setdefault(identity_key(ident), {"identity": ident.as_dict()})
+    sheet["identity"] = ident.as_dict()
+    sheet["judge"] = str(ident)
+    sheet.setdefault("splits", {})[split] = dict(entry)
+    data["judges"] = dict(sorted(data["judges"].items()))
+    text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole or not at all: a reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, p)
+    return p
+
+
+def short_name(identity: JudgeIdentity | Mapping[str, Any]) -> str:
+    """`ngram v1 (sha 1a2b3c4d)`: the name, version and shortened artefact hash."""
+    ident = _identity(identity)
+    text = ident.name or "-"
+    if ident.version:
+        text += f" v{ident.version}"
+    if ident.artefact_hash:
+        text += f" (sha {ident.artefact_hash[:8]})"
+    if ident.model:
+        text += f" [{ident.model}]"
+    return text
+
+
+def measured_text(entry: Mapping[str, Any]) -> str:
+    """`compliance-vs-not 0.96 [0.95, 0.97] on judge test split (n=1,234); refusal P/R 0.93/0.91`."""
+    c = entry.get("compliance") or {}
+    rp = entry.get("refusal_precision") or {}
+    rr = entry.get("refusal_recall") or {}
+    text = (
+        f"compliance-vs-not {c.get('value', float('nan')):.2f} "
+        f"[{c.get('lo', float('nan')):.2f}, {c.get('hi', float('nan')):.2f}] on judge "
+        f"{entry.get('split', HEADLINE_SPLIT)} split (n={int(entry.get('n', 0)):,})"
+    )
+    if rp and rr:
+        text += f"; refusal P/R {rp.get('value', float('nan')):.2f}/{rr.get('value', float('nan')):.2f}"
+    return text
+
+
+def header_text(
+    identity: JudgeIdentity | Mapping[str, Any] | None, path: str | Path | None = None
+) -> str:
+    """What the run summary says of its judge: who it is and how well it was measured to agree."""
+    if not identity:
+        return "-"
+    entry = lookup(identity, HEADLINE_SPLIT, path)
+    measured = measured_text(entry) if entry else "not measured against human labels"
+    return f"{short_name(identity)} — {measured}"
