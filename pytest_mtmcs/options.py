@@ -258,6 +258,13 @@ OPTIONS: tuple[Opt, ...] = (
         metavar="DIR",
     ),
     Opt(
+        "--mtmcs-shard",
+        "run shard K of N of the dialogues (1-based; twins together, balanced by cost, the same "
+        "split on every machine), or env to read CI_NODE_INDEX/CI_NODE_TOTAL; needs "
+        "--mtmcs-report; merge the shards' folders with pytest-mtmcs merge (default: all)",
+        metavar="K/N|env",
+    ),
+    Opt(
         "--mtmcs-splits",
         "MTMCS-Bench splits to run, comma-separated (default: all present)",
         metavar="LIST",

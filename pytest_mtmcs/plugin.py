@@ -54,14 +54,18 @@ def pytest_collect_file(file_path, parent):  # type: ignore[no-untyped-def]
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Adds the `--mtmcs-suite` suites before -k/-m deselection sees the items."""
+    """Adds the `--mtmcs-suite` suites and keeps this shard's dialogues (`--mtmcs-shard`),
+    before -k/-m deselection sees the items."""
     specs = opts.value(config, "--mtmcs-suite") or ()
-    if not specs:
-        return
-    from pathlib import Path
+    if specs:
+        from pathlib import Path
 
-    from pytest_mtmcs.session import load_all
+        from pytest_mtmcs.session import load_all
 
-    seen = {Path(i.path).parent.resolve() for i in items if Path(i.path).name == "suite.toml"}
-    fresh = [s for s in specs if ":" in s[2:] or Path(s).resolve() not in seen]
-    items.extend(load_all(session, fresh))
+        seen = {Path(i.path).parent.resolve() for i in items if Path(i.path).name == "suite.toml"}
+        fresh = [s for s in specs if ":" in s[2:] or Path(s).resolve() not in seen]
+        items.extend(load_all(session, fresh))
+    if opts.raw(config, "--mtmcs-shard"):
+        from pytest_mtmcs.collect import SESSION_KEY
+
+        config.stash[SESSION_KEY].select_shard(config, items)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,9 @@ from pytest_mtmcs.summary import BUCKET_HEADER, bucket_rows
 if TYPE_CHECKING:
     import argparse
 
-    from pytest_mtmcs.aggregate import SuiteOutcome
+    from pytest_mtmcs.baseline import BaselineSet
+    from pytest_mtmcs.outcome import SuiteOutcome
+    from pytest_mtmcs.shards import Shard
 
 REPORT_SCHEMA = 1
 # One row per dialogue, in this order; `baseline_<name>_verdict` columns follow `flip`.
@@ -99,6 +101,8 @@ class ReportData:
     title: str = "pytest-mtmcs report"
     current_name: str = "this run"
     notes: list[str] = field(default_factory=list)
+    # suite -> dialogue id -> ready transcripts.jsonl lines (a merge copies the shards' lines)
+    transcripts: dict[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
 
     def baseline_names(self) -> list[str]:
         names: list[str] = []
@@ -359,25 +363,20 @@ def summary_markdown(data: ReportData) -> str:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _suite_dialogues(session: Any, info: Mapping[str, Any], suite: str) -> dict[str, Dialogue]:
+def _suite_dialogues(
+    dialogues: Callable[[str], Mapping[str, Dialogue]] | None, suite: str
+) -> dict[str, Dialogue]:
     """The suite's dialogues, for user text and intent questions in transcripts; {} if unknown.
 
-    Under xdist the controller never loaded the suites: it loads them here, from their spec.
+    Under xdist the controller never loaded the suites: `dialogues` loads them, from their spec.
     """
-    if session is None:
-        return {}
-    for loaded in getattr(session, "suites", {}).values():
-        if loaded.name == suite:
-            return {d.id: d for d in loaded.dialogues}
-    spec = (info.get("suites", {}).get(suite) or {}).get("spec")
-    if not spec:
+    if dialogues is None:
         return {}
     try:
-        loaded = session.load_suite(spec)
+        return dict(dialogues(suite))
     except Exception:  # a report must not fail for lack of user text
         # The report still has every reply; only user text and question text are lost.
         return {}
-    return {d.id: d for d in loaded.dialogues}
 
 
 def _json_default(v: Any) -> Any:
@@ -385,9 +384,20 @@ def _json_default(v: Any) -> Any:
 
 
 def write_report(
-    dir: str | os.PathLike[str], suites: list[SuiteOutcome], info: dict[str, Any], session: Any
+    dir: str | os.PathLike[str],
+    suites: list[SuiteOutcome],
+    info: dict[str, Any],
+    baselines: BaselineSet | None,
+    *,
+    dialogues: Callable[[str], Mapping[str, Dialogue]] | None = None,
+    transcripts: Callable[[str], Mapping[str, Sequence[str]]] | None = None,
+    shard: Shard | None = None,
 ) -> Path:
-    """Writes the report files into `dir` (created if needed) and returns it."""
+    """Writes the report files into `dir` (created if needed) and returns it.
+
+    `dialogues(suite)` gives user and question text to transcripts.jsonl; `transcripts(suite)`
+    gives its lines ready-made (a merge of shards copies theirs).
+    """
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     model = info.get("model")
@@ -396,7 +406,10 @@ def write_report(
         info=dict(info),
         current_name=f"this run ({model})" if model else "this run",
     )
-    baselines = session.baselines() if session is not None else None
+    if shard is not None:
+        from pytest_mtmcs.summary import shard_note
+
+        data.notes.append(shard_note(shard))
     for s in suites:
         for b in s.baselines:
             # The results the comparison used (re-judged ones with --mtmcs-rejudge) when the
@@ -408,7 +421,10 @@ def write_report(
             stored = baselines.get(b.name, s.suite) if baselines is not None and b.found else None
             if stored is not None:
                 data.baseline_results[(s.suite, b.name)] = stored.results
-        data.dialogues[s.suite] = _suite_dialogues(session, info, s.suite)
+        if transcripts is not None:
+            data.transcripts[s.suite] = transcripts(s.suite)
+        else:
+            data.dialogues[s.suite] = _suite_dialogues(dialogues, s.suite)
     write_files(out, data)
     return out
 
@@ -437,7 +453,7 @@ def write_files(out: Path, data: ReportData, *, tables: bool = True) -> None:
 
 
 def run_json(data: ReportData) -> dict[str, Any]:
-    from pytest_mtmcs.aggregate import run_header
+    from pytest_mtmcs.outcome import run_header
 
     info = data.info
     return {
@@ -464,6 +480,10 @@ def _write_transcripts(path: Path, data: ReportData) -> None:
     def write(p: Path) -> None:
         with open(p, "w", encoding="utf-8") as fh:
             for s in data.suites:
+                ready = data.transcripts.get(s.suite)
+                if ready is not None:
+                    fh.writelines(line for r in s.results for line in ready.get(r.id, ()))
+                    continue
                 placement = str(s.meta.get("settings", {}).get("image_placement") or "last")
                 rows = transcript_rows(s.results, data.dialogues.get(s.suite), placement)
                 fh.writelines(encode(row) + "\n" for row in rows)
@@ -585,10 +605,10 @@ def compare_data(
     alpha: float,
 ) -> ReportData:
     """Builds the same outcome objects a run builds, from two loaded sides."""
-    from pytest_mtmcs.aggregate import BaselineComparison, SuiteOutcome
     from pytest_mtmcs.baseline import mismatches
     from pytest_mtmcs.compare import compare_buckets, item_flips
     from pytest_mtmcs.metrics import bucket_table
+    from pytest_mtmcs.outcome import BaselineComparison, SuiteOutcome
 
     pairs: list[tuple[str, str]] = []
     notes: list[str] = []

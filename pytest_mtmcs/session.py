@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +25,12 @@ from pytest_mtmcs.collect import (
     shown_path,
 )
 from pytest_mtmcs.errors import ConfigError, MtmcsError
+from pytest_mtmcs.outcome import SuiteMeta
 from pytest_mtmcs.records import DialogueResult, GenerationSettings, Suite
 
 STATUS_ATTR = "mtmcs_status"
 XFAIL_KEY = pytest.StashKey[str]()
 RESULT_ATTR = "mtmcs"
-
-
-@dataclass(frozen=True)
-class SuiteMeta:
-    """What the controller needs to know of a suite it never loaded itself (xdist)."""
-
-    name: str
-    version: str
-    content_hash: str
-    spec: str
-    defaults: dict[str, Any]
-    settings: dict[str, Any]
-    dialogues: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def _worker_id(config: pytest.Config) -> str | None:
@@ -76,6 +60,8 @@ class MtmcsSession:
         self._buckets: dict[str, Any] = {}
         self._settings: dict[Any, GenerationSettings] = {}
         self.is_worker = _worker_id(config) is not None
+        # This process's shard split (shards.split_items), sent to the controller in run_info.
+        self.shard_info: dict[str, Any] = {}
 
     # -- configuration -------------------------------------------------------------------
 
@@ -116,9 +102,57 @@ class MtmcsSession:
             if not low <= x <= high:
                 raise ConfigError(f"{flag}={x}: expected a value in [{low}, {high}]")
         BaselineSet.from_config(c)
+        self._check_shard()
         from pytest_mtmcs.preflight import check_specs
 
         check_specs(self)
+
+    def _check_shard(self) -> None:
+        """A shard writes no baseline and needs a report folder: the merge reads it."""
+        shard = self.shard
+        if shard is None:
+            return
+        if getattr(self.config.option, "update_snapshots", False):
+            raise ConfigError(
+                f"--mtmcs-shard={shard} with --snapshot-update: a shard never records a "
+                "baseline; record it from the merged shards: pytest-mtmcs merge DIR... "
+                "--update-baseline NAME"
+            )
+        if not opts.value(self.config, "--mtmcs-report"):
+            raise ConfigError(
+                f"--mtmcs-shard={shard} needs --mtmcs-report=DIR: the folder pytest-mtmcs merge "
+                "reads"
+            )
+
+    @property
+    def shard(self) -> Any:
+        """This run's shard (shards.Shard), or None when the run takes every dialogue."""
+        if not hasattr(self, "_shard"):
+            from pytest_mtmcs.shards import parse_shard
+
+            c = self.config
+            v = opts.raw(c, "--mtmcs-shard")
+            origin = "--mtmcs-shard" if c.getoption("mtmcs_shard") else "ini mtmcs_shard"
+            self._shard = parse_shard(str(v), origin) if v else None
+        return self._shard
+
+    def select_shard(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Keeps this shard's dialogues (other tests stay), before -k/-m deselection: the split
+        is over every collected dialogue, so a dialogue's shard never depends on the selection."""
+        shard = self.shard
+        if shard is None:
+            return
+        from pytest_mtmcs.shards import split_items
+
+        dialogues = [
+            (i, it.stash[DIALOGUE_KEY]) for i, it in enumerate(items) if isinstance(it, DialogueItem)
+        ]
+        mine, info = split_items([d for _, d in dialogues], shard)
+        drop = {i for (i, d), keep in zip(dialogues, mine, strict=True) if not keep}
+        self.shard_info = info
+        if drop:
+            config.hook.pytest_deselected(items=[items[i] for i in sorted(drop)])
+            items[:] = [it for i, it in enumerate(items) if i not in drop]
 
     @property
     def model_spec(self) -> str | None:
@@ -201,6 +235,13 @@ class MtmcsSession:
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
         self.items = list(items)
+        if self.shard_info:
+            selected: dict[str, int] = {}
+            for it in items:
+                if isinstance(it, DialogueItem):
+                    suite = it.stash[DIALOGUE_KEY].suite
+                    selected[suite] = selected.get(suite, 0) + 1
+            self.shard_info["selected"] = selected
         self._check_suite_settings()
         has_dialogues = any(isinstance(i, DialogueItem) for i in items)
         if has_dialogues and not config.option.collectonly and not self.model_spec:
@@ -219,10 +260,12 @@ class MtmcsSession:
         from pytest_mtmcs.aggregate import thresholds_for
         from pytest_mtmcs.thresholds import validate_thresholds
 
+        end = self.end_options()
         for name, meta in self.suite_meta.items():
             try:
                 validate_thresholds(
-                    thresholds_for(self.config, meta.as_dict()), self.buckets_for(name)
+                    thresholds_for(end.thresholds, end.threshold_origin, meta.as_dict()),
+                    self.buckets_for(name),
                 )
             except ConfigError as exc:
                 raise pytest.UsageError(f"pytest-mtmcs: suite {name}: {exc}") from None
@@ -514,6 +557,8 @@ class MtmcsSession:
             "suites": {k: v.as_dict() for k, v in self.suite_meta.items()},
             "model": self.model_spec,
         }
+        if self.shard_info:
+            info["shard"] = self.shard_info
         if self._backend is not None and self._judge is not None:
             engines = list(self._engines.values())
             info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
@@ -538,10 +583,21 @@ class MtmcsSession:
             return
         if not self.results:
             return
-        from pytest_mtmcs.aggregate import aggregate
+        from pytest_mtmcs.finish import Sources, finish, merge_infos
 
-        infos = [self.run_info(), *self.worker_outputs]
-        outcome = aggregate(self.config, self, infos)
+        run = merge_infos([self.run_info(), *self.worker_outputs])
+        # An xdist controller never loads the suites: their defaults (buckets) come from the
+        # workers.
+        for name, m in run.suites.items():
+            self.suite_meta.setdefault(name, SuiteMeta(**m))
+        outcome = finish(
+            self.results.values(),
+            {name: m.as_dict() for name, m in self.suite_meta.items()},
+            self.baselines(),
+            self.end_options(),
+            run,
+            Sources(dialogues=self.dialogues_of, judge=self.judge_for_rejudge),
+        )
         self.summary_lines = outcome.lines
         if outcome.failed and session.exitstatus in (
             pytest.ExitCode.OK,
@@ -549,6 +605,54 @@ class MtmcsSession:
         ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.gate_failed = outcome.failed
+
+    def end_options(self) -> Any:
+        """The options the end of the run reads, as plain data (finish.EndOptions)."""
+        from pytest_mtmcs.finish import EndOptions
+
+        c = self.config
+        partial = bool(c.option.keyword or c.option.markexpr) or any("::" in str(a) for a in c.args)
+        buckets = opts.raw(c, "--mtmcs-buckets")
+        return EndOptions(
+            gate=str(opts.value(c, "--mtmcs-gate")),
+            max_drop=float(opts.value(c, "--mtmcs-max-drop")),
+            alpha=float(opts.value(c, "--mtmcs-alpha")),
+            allow_mismatch=bool(opts.value(c, "--mtmcs-allow-mismatch")),
+            rejudge=bool(opts.value(c, "--mtmcs-rejudge")),
+            max_judge_errors=int(opts.value(c, "--mtmcs-max-judge-errors") or 0),
+            thresholds=tuple(opts.raw(c, "--mtmcs-threshold") or ()),
+            threshold_origin=(
+                "--mtmcs-threshold" if c.getoption("mtmcs_threshold") else "ini mtmcs_threshold"
+            ),
+            buckets=str(buckets) if buckets else None,
+            update_baseline=bool(getattr(c.option, "update_snapshots", False)),
+            partial=partial,
+            baseline_transcripts=bool(opts.value(c, "--mtmcs-baseline-transcripts")),
+            report_dir=opts.value(c, "--mtmcs-report"),
+            guard=bool(opts.value(c, "--mtmcs-guard")),
+            root=Path(c.rootpath),
+            shard=self.shard,
+        )
+
+    def dialogues_of(self, suite_name: str) -> dict[str, Any]:
+        """A suite's dialogues by id; an xdist controller loads the suite here, from its spec."""
+        for loaded in self.suites.values():
+            if loaded.name == suite_name:
+                return {d.id: d for d in loaded.dialogues}
+        meta = self.suite_meta.get(suite_name)
+        if meta is None or not meta.spec:
+            raise ConfigError(f"cannot find the suite {suite_name!r} to load its dialogues")
+        return {d.id: d for d in self.load_suite(meta.spec).dialogues}
+
+    def judge_for_rejudge(self) -> Any:
+        """This run's judge; created here on an xdist controller, which runs no dialogues."""
+        if self._judge is None:
+            from pytest_mtmcs.judges import create_judge
+
+            self._judge = create_judge(
+                str(opts.value(self.config, "--mtmcs-judge")), self.judge_options()
+            )
+        return self._judge
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # After the summary: a re-judge on the controller may still have used the judge.

@@ -9,7 +9,8 @@ from pytest_mtmcs.metrics import METRICS, mtmcs_accuracies, safemt_summary, safe
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
-    from pytest_mtmcs.aggregate import SuiteOutcome
+    from pytest_mtmcs.outcome import SuiteOutcome
+    from pytest_mtmcs.shards import Shard
 
 MAX_FLIPS_SHOWN = 20
 
@@ -86,8 +87,9 @@ def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
     return rows, (primary.name if primary else "baseline")
 
 
-def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
-    lines = [f"suite {s.suite} ({len(s.results)} dialogues)"]
+def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list[str]:
+    part = f", {shard.words}: partial numbers" if shard is not None else ""
+    lines = [f"suite {s.suite} ({len(s.results)} dialogues{part})"]
     rows, base_name = bucket_rows(s)
     header = [h.format(base=base_name) for h in BUCKET_HEADER]
     lines += table(rows, header)
@@ -133,7 +135,8 @@ def format_suite(s: SuiteOutcome, gate: str) -> list[str]:
         if b.flips is not None:
             lines += format_flips(b.name, b.flips)
     for f in s.failures:
-        lines.append(f"FAIL: {f}")
+        # A shard's numbers are partial: what would fail the merged run is shown, not gated.
+        lines.append(f"FAIL: {f}" if shard is None else f"partial, not gating: {f}")
     return lines
 
 
@@ -184,16 +187,26 @@ def format_outcome(
     model_calls: int,
     *,
     gate: str,
+    shard: Shard | None = None,
 ) -> list[str]:
     judge = info.get("judge", {})
     lines = [
         f"model {info.get('model')} | judge {judge.get('name', '-')} | gate {gate} | "
         f"{cache.get('hits', 0)} turns from cache, {model_calls} generated"
     ]
+    if shard is not None:
+        lines.append(shard_note(shard))
     for s in suites:
         lines.append("")
-        lines += format_suite(s, gate)
+        lines += format_suite(s, gate, shard)
     return lines
+
+
+def shard_note(shard: Shard) -> str:
+    return (
+        f"{shard.words}: per-bucket numbers are partial and gate nothing; merge the shards' "
+        "report folders with `pytest-mtmcs merge` for the verdict"
+    )
 
 
 def format_dialogue(dialogue: Dialogue, result: DialogueResult, width: int = 160) -> str:
