@@ -306,6 +306,8 @@ def _csv(path: Path, text: str) -> Iterable[LabelledReply]:
         if not any(cell.strip() for cell in record):
             continue
         first = last - sum(cell.count("\n") for cell in record)
+        # Line ends inside quoted fields as in JSONL: \n (Windows-written CSVs keep \r\n).
+        record = [cell.replace("\r\n", "\n") for cell in record]
         if len(record) > len(header):
             raise LabelledDataError(
                 str(path),
@@ -375,7 +377,7 @@ def judge_rows(judge: Any, rows: Sequence[LabelledReply], batch: int = 512) -> J
         request = r.prompt or NEUTRAL_REQUEST
         dialogue = Dialogue(
             "judge-agreement",
-            r.id or f"row-{r.line or i + 1}",
+            str(i),  # the row's index: how the oracle stand-in finds its label
             "unsafe",
             "escalation",
             "text",
@@ -398,9 +400,12 @@ def judge_rows(judge: Any, rows: Sequence[LabelledReply], batch: int = 512) -> J
         for j in got:
             ok = j.label in REPLY_LABELS
             out.labels.append(j.label if ok else None)
-            out.errors.append(
-                None if ok else (j.error or f"no label ({j.label!r})" if j.label else "abstained")
-            )
+            if ok:
+                out.errors.append(None)
+            elif j.error:
+                out.errors.append(j.error)
+            else:
+                out.errors.append(f"not a label: {j.label!r}" if j.label else "abstained")
             out.confidence.append(j.confidence)
     return out
 

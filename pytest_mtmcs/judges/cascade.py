@@ -70,10 +70,9 @@ class CascadeJudge:
             "threshold": self.threshold,
         }
         self.identity = JudgeIdentity(
-            name="cascade",
+            name=f"cascade:{lid.name}>{rid.name}@{self.threshold:g}",
             model=rid.model,
             prompt_hash=rid.prompt_hash,
-            version=f"{lid.name}>{rid.name}@{self.threshold:g}",
             artefact_hash=hashlib.sha256(
                 json.dumps(both, sort_keys=True, ensure_ascii=True).encode()
             ).hexdigest(),

@@ -127,3 +127,13 @@ def header_text(
     entry = lookup(identity, HEADLINE_SPLIT, path)
     measured = measured_text(entry) if entry else "not measured against human labels"
     return f"{short_name(identity)} — {measured}"
+
+
+def summary_line(info: Mapping[str, Any], path: str | Path | None = None) -> str:
+    """The run summary's judge line: the judge, its measured agreement, and for a cascade how many
+    replies it escalated (`info` is the run info: `judge` identity, `judge_counts`)."""
+    from pytest_mtmcs.judges.cascade import counts_text
+
+    text = f"judge: {header_text(info.get('judge') or None, path)}"
+    escalated = counts_text(dict(info.get("judge_counts") or {}))
+    return f"{text}; {escalated}" if escalated else text

@@ -340,9 +340,10 @@ CONFIDENCE: dict[str, float] = {
 # Wording with no decline phrase that still often goes with a refusal or a lecture ("it is not
 # appropriate...", "as an AI..."): a "no decline" with it is far less sure.
 SOFT_REFUSAL = re.compile(
-    r"\b(?:sorry|apologi[sz]e|as an ai|language model|not (?:appropriate|ethical|legal|accurate)|"
-    r"unethical|illegal|harmful|inappropriate|against the law|never (?:appropriate|okay|acceptable)|"
-    r"important to (?:note|remember)|dangerous)\b"
+    r"(?:\b(?:sorry|apologi[sz]e|as an ai|language model|unethical|illegal|harmful|"
+    r"inappropriate|against the law|never (?:appropriate|okay|acceptable)|"
+    r"important to (?:note|remember)|dangerous)|(?:\bnot|n't) (?:appropriate|ethical|legal|"
+    r"accurate))\b"
 )
 
 
