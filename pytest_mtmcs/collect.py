@@ -7,7 +7,7 @@ for as many parametrized tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 DIALOGUE_KEY = pytest.StashKey[Dialogue]()
 RESULT_KEY = pytest.StashKey[DialogueResult]()
 SESSION_KEY = pytest.StashKey["MtmcsSession"]()
+# The folders of the suite.toml files found under the test paths, collected or not (a suite that
+# fails to load is still "seen": given again with --mtmcs-suite, it must not be loaded twice).
+SUITE_FOLDERS_KEY = pytest.StashKey[set[Path]]()
 
 
 class DialogueFailure(Exception):
@@ -76,6 +79,36 @@ class SuiteCollector(pytest.File):
         if isinstance(excinfo.value, MtmcsError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+def note_suite_file(config: pytest.Config, file_path: Path) -> None:
+    """Remembers a suite.toml found under the test paths (see `fresh_specs`)."""
+    config.stash.setdefault(SUITE_FOLDERS_KEY, set()).add(Path(file_path).parent.resolve())
+
+
+def fresh_specs(config: pytest.Config, specs: Iterable[str]) -> list[str]:
+    """The `--mtmcs-suite` specs not already collected from the test paths, each suite once.
+
+    A folder spec and a spec naming its suite.toml are the same suite; importer specs
+    (`PREFIX:PATH`) are kept once each.
+    """
+    seen = set(config.stash.get(SUITE_FOLDERS_KEY, set()))
+    kept: list[str] = []
+    named: set[str] = set()
+    for spec in specs:
+        if ":" in spec[2:]:  # an importer spec (a Windows drive letter is not one)
+            if spec not in named:
+                named.add(spec)
+                kept.append(spec)
+            continue
+        folder = Path(spec)
+        if folder.name == "suite.toml":
+            folder = folder.parent
+        key = folder.resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(spec)
+    return kept
 
 
 def shown_path(config: pytest.Config, path: Path) -> str:

@@ -44,8 +44,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path, parent):  # type: ignore[no-untyped-def]
     """A `suite.toml` under the test paths is a suite: its dialogues are collected as tests."""
     if file_path.name == "suite.toml":
-        from pytest_mtmcs.collect import SuiteCollector
+        from pytest_mtmcs.collect import SuiteCollector, note_suite_file
 
+        note_suite_file(parent.config, file_path)
         return SuiteCollector.from_parent(parent, path=file_path)
     return None
 
@@ -58,12 +59,10 @@ def pytest_collection_modifyitems(
     before -k/-m deselection sees the items."""
     specs = opts.value(config, "--mtmcs-suite") or ()
     if specs:
-        from pathlib import Path
-
+        from pytest_mtmcs.collect import fresh_specs
         from pytest_mtmcs.session import load_all
 
-        seen = {Path(i.path).parent.resolve() for i in items if Path(i.path).name == "suite.toml"}
-        fresh = [s for s in specs if ":" in s[2:] or Path(s).resolve() not in seen]
+        fresh = fresh_specs(config, specs)
         items.extend(load_all(session, fresh))
     if opts.raw(config, "--mtmcs-shard"):
         from pytest_mtmcs.collect import SESSION_KEY

@@ -313,6 +313,9 @@ def summary_markdown(data: ReportData) -> str:
             else ""
         )
     )
+    from pytest_mtmcs.judges.datasheet import summary_line
+
+    lines += ["", summary_line(info)]
     lines.extend(f"> {n}" for n in data.notes)
     for s in data.suites:
         failed = bool(s.failures)

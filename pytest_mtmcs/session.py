@@ -563,6 +563,8 @@ class MtmcsSession:
             engines = list(self._engines.values())
             info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
             info["judge"] = self._judge.identity.as_dict()
+            # A cascade's replies judged / escalated / failed there (summed over processes).
+            info["judge_counts"] = dict(getattr(self._judge, "counts", None) or {})
             info["model_calls"] = sum(e.model_calls for e in engines)
             info["cache"] = {
                 "hits": getattr(self._cache, "hits", 0),

@@ -194,6 +194,9 @@ def format_outcome(
         f"model {info.get('model')} | judge {judge.get('name', '-')} | gate {gate} | "
         f"{cache.get('hits', 0)} turns from cache, {model_calls} generated"
     ]
+    from pytest_mtmcs.judges.datasheet import summary_line
+
+    lines.append(summary_line(info))
     if shard is not None:
         lines.append(shard_note(shard))
     for s in suites:

@@ -172,3 +172,44 @@ def test_full_disk_on_cache_write_is_our_error_naming_the_file(tmp_path, monkeyp
     assert "c.sqlite" in str(exc.value) and "full" in str(exc.value)
     assert "--mtmcs-cache" in str(exc.value)
     cache.close()
+
+
+# --- finding 4: a suite under the test paths and given with --mtmcs-suite --------------------
+
+
+def test_a_broken_suite_under_the_test_paths_and_given_again_is_reported_once(pytester, suite):
+    lines = (suite / "dialogues.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[2] = (
+        lines[2]
+        .replace('"label": "safe"', '"label": "weird"')
+        .replace('"label": "unsafe"', '"label": "weird"')
+    )
+    (suite / "dialogues.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = pytester.runpytest(
+        "suites", "--mtmcs-suite=suites/mini", "--mtmcs-model=scripted:refuse-all",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    text = result.stdout.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED, text
+    assert text.count("dialogues.jsonl:3: field 'label'") == 1, text
+    assert result.parseoutcomes().get("errors") == 1
+    no_traceback(text)
+
+
+@pytest.mark.parametrize(
+    ("specs", "xdist"),
+    [
+        (["suites", "--mtmcs-suite=suites/mini"], []),
+        (["suites", "--mtmcs-suite=suites/mini/suite.toml"], []),
+        (["suites", "--mtmcs-suite=./suites/mini/"], []),
+        (["--mtmcs-suite=suites/mini", "--mtmcs-suite=suites/mini/suite.toml"], []),
+        (["suites", "--mtmcs-suite=suites/mini/suite.toml"], ["-n", "2"]),
+    ],
+    ids=["folder", "toml", "dot-slash", "twice", "toml-xdist"],
+)
+def test_one_suite_named_twice_runs_once(pytester, suite, specs, xdist):
+    result = pytester.runpytest(
+        *specs, "--mtmcs-model=scripted:refuse-all", "-p", "no:cacheprovider", *xdist
+    )
+    outcomes = result.parseoutcomes()
+    assert sum(outcomes.get(k, 0) for k in ("passed", "xfailed", "failed")) == 8, outcomes
