@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from syrupy.data import Snapshot, SnapshotCollection
 from syrupy.extensions.amber import AmberDataSerializer, AmberSnapshotExtension
 
+from pytest_mtmcs.baseline_check import BaselineFileError, check_file
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
@@ -124,6 +125,11 @@ def parse_header(text: str) -> dict[str, str]:
     return out
 
 
+def check_baseline_file(path: str | os.PathLike[str]) -> None:
+    """Raises a `file:line` ConfigError unless `path` is a clean baseline file."""
+    check_file(Path(path), _ENTRY)
+
+
 @dataclass
 class Baseline:
     name: str
@@ -149,6 +155,8 @@ def read_baseline(root: Path, name: str, suite: str) -> Baseline | None:
     path = baseline_path(root, name, suite)
     if not path.exists():
         return None
+    # Conflict markers, truncation, hand edits: file:line errors, never a silent partial read.
+    check_file(path, _ENTRY)
     collection = BaselineSerializer.read_file(str(path))
     if collection.tainted:
         raise ConfigError(
@@ -183,6 +191,13 @@ def write_baseline(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     collection = SnapshotCollection(location=str(tmp))
     if keep_others and path.exists():
+        try:
+            check_file(path, _ENTRY)
+        except BaselineFileError as exc:
+            raise ConfigError(
+                f"{exc}. A partial run (-k, -m or node ids) cannot merge into it: re-record "
+                "the whole suite with --snapshot-update"
+            ) from None
         old = BaselineSerializer.read_file(str(path))
         for snap in old:
             if snap.name != HEADER:
@@ -272,9 +287,13 @@ def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]
 class BaselineSet:
     """The baselines named by `--mtmcs-baseline`, read lazily per suite."""
 
-    def __init__(self, root: Path, names: list[str]) -> None:
+    def __init__(self, root: Path, names: list[str], *, rewrite: bool = False) -> None:
         self.root = root
         self.names = names
+        # --snapshot-update: the primary baseline is being re-recorded, so a broken file there
+        # is read as absent (and replaced) rather than stopping the run.
+        self.rewrite = rewrite
+        self.broken: dict[tuple[str, str], str] = {}
         self._cache: dict[tuple[str, str], Baseline | None] = {}
 
     @classmethod
@@ -289,7 +308,7 @@ class BaselineSet:
             root = Path(config.rootpath) / root
         for n in names:
             baseline_path(root, n, "x")  # validates the name early
-        return cls(root, names)
+        return cls(root, names, rewrite=bool(getattr(config.option, "update_snapshots", False)))
 
     @property
     def primary(self) -> str | None:
@@ -298,7 +317,13 @@ class BaselineSet:
     def get(self, name: str, suite: str) -> Baseline | None:
         key = (name, suite)
         if key not in self._cache:
-            self._cache[key] = read_baseline(self.root, name, suite)
+            try:
+                self._cache[key] = read_baseline(self.root, name, suite)
+            except BaselineFileError as exc:
+                if not (self.rewrite and name == self.primary):
+                    raise
+                self.broken[key] = str(exc)
+                self._cache[key] = None
         return self._cache[key]
 
     def ok_before(self, suite: str, dialogue_id: str) -> bool | None:

@@ -96,6 +96,7 @@ def check_outputs(session: Any) -> None:
     report = opts.value(config, "--mtmcs-report")
     if report and not getattr(config, "workerinput", None):
         _check_writable_folder(_under_root(config, str(report)), "--mtmcs-report")
+    _check_baselines(session)
     if opts.value(config, "--mtmcs-no-cache"):
         return
     try:
@@ -108,6 +109,26 @@ def check_outputs(session: Any) -> None:
         raise ConfigError(
             f"response cache: {_os_reason(exc)} (--mtmcs-cache / --mtmcs-no-cache)"
         ) from None
+
+
+def _check_baselines(session: Any) -> None:
+    """Every named baseline of every collected suite reads cleanly (conflict markers, truncation,
+    hand edits are file:line errors), before any model runs. Under --snapshot-update a broken
+    primary baseline is replaced, unless the run is partial and would have to merge into it."""
+    baselines = session.baselines()
+    if not baselines.names:
+        return
+    c = session.config
+    partial = bool(c.option.keyword or c.option.markexpr) or any("::" in str(a) for a in c.args)
+    for suite in sorted(session.suite_meta):
+        for name in baselines.names:
+            baselines.get(name, suite)
+            broken = baselines.broken.get((name, suite))
+            if broken and partial:
+                raise ConfigError(
+                    f"{broken}. A partial run (-k, -m or node ids) cannot merge into it: "
+                    "re-record the whole suite with --snapshot-update"
+                )
 
 
 def outputs_or_usage_error(session: Any) -> None:

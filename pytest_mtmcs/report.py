@@ -564,9 +564,16 @@ def load_side(path_text: str) -> Loaded:
 
 
 def _load_ambr(path: Path) -> Loaded:
-    from pytest_mtmcs.baseline import HEADER, BaselineSerializer, parse_entry, parse_header
+    from pytest_mtmcs.baseline import (
+        HEADER,
+        BaselineSerializer,
+        check_baseline_file,
+        parse_entry,
+        parse_header,
+    )
 
     suite = path.stem
+    check_baseline_file(path)
     try:
         collection = BaselineSerializer.read_file(str(path))
     except Exception as exc:  # syrupy's parse errors are not typed
