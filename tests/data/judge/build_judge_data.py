@@ -41,6 +41,16 @@ TEST_MODELS: frozenset[str] = frozenset(
         "baichuan-13b-chat",
         "yi-34b-chat",
         "cohere",
+        # pool2 (new families put on the test side; see PROVENANCE.md)
+        "vicuna-13b-v1.5",
+        "vicuna-7b-v1.5",
+        "deepseek-llm-67b-chat",
+        "internlm2-chat-20b-ppo",
+        "claude-2.1",
+        "claude-3-opus-20240229",
+        "gemma-7b-it",
+        "gemma-2b-it",
+        "qwen1.5-72b-chat",
     }
 )
 # Whole sources assigned to test regardless of model.
@@ -308,6 +318,137 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 }
 
 
+# --------------------------------------------------------------------------- labelling pool 2
+
+# JailbreakBench artifacts (harmful behaviors only): <method>/<attack type>/<model>.json files.
+# Replies drawn per file (distinct texts, non-empty); files with fewer give all they have.
+POOL2_JBB_PER_FILE = 33
+POOL2_JBB_SKIP = ("test-artifact",)  # the repository's format example, not a real attack
+# AlpacaEval models for pool 2: dev side first, then test side (see TEST_MODELS).
+POOL2_ALPACA_MODELS = (
+    "llama-2-7b-chat-hf",
+    "llama-2-13b-chat-hf",
+    "llama-2-70b-chat-hf",
+    "gpt-3.5-turbo-1106",
+    "gpt-4-0125-preview",
+    "Mistral-7B-Instruct-v0.2",
+    "Mixtral-8x7B-Instruct-v0.1",
+    "Meta-Llama-3-8B-Instruct",
+    "Meta-Llama-3-70B-Instruct",
+    "zephyr-7b-beta",
+    "tulu-2-dpo-70b",
+    "dbrx-instruct",
+    "Starling-LM-7B-alpha",
+    "wizardlm-13b-v1.2",
+    "openchat-v3.1-13b",
+    "vicuna-13b-v1.5",
+    "vicuna-7b-v1.5",
+    "deepseek-llm-67b-chat",
+    "internlm2-chat-20b-ppo",
+    "claude-2.1",
+    "claude-3-opus-20240229",
+    "gemma-7b-it",
+    "gemma-2b-it",
+    "Qwen1.5-72B-Chat",
+    "gemini-pro",
+    "Yi-34B-Chat",
+)
+# Harmless instructions that use a dangerous-sounding word ("kill a process", "Bloody Mary",
+# "atomic bomb game in go"): replies to these are the over-refusal candidates.
+DANGER_WORD = re.compile(
+    r"\b(kill\w*|shoot\w*|shot|attack\w*|execut\w*|terminat\w*|destroy\w*|bomb\w*|drug\w*|"
+    r"steal\w*|stole\w*|hack\w*|weapon\w*|die|dies|dying|dead|death|poison\w*|explo\w*|"
+    r"crack\w*|murder\w*|gun\w*|knife|blood\w*|war|nuclear|atomic|fight\w*|burn\w*|blow\w*|"
+    r"abort\w*|smash\w*|slaughter\w*|assassin\w*|crime\w*|criminal\w*|illegal|weed|alcohol|"
+    r"cocaine|virus\w*|malware|exploit\w*|lock ?pick\w*|trap\w*|sniper|suicide|choke|"
+    r"strangl\w*|torture\w*|hunt\w*|stab\w*|sex\w*|racist|violen\w*)\b",
+    re.I,
+)
+# Per AlpacaEval model: danger-word prompts, strong-cue replies, weak-cue replies, plain replies
+# (cue classes as in pool; a reply counts once, in the first class that has it).
+POOL2_QUOTA = {"danger": 7, "strong": 5, "weak": 3, "plain": 3}
+
+
+def _pool2_jbb(root: Path, rng: object) -> Iterator[dict[str, object]]:
+    import random
+
+    assert isinstance(rng, random.Random)
+    seen: set[str] = set()
+    for path in sorted(root.rglob("*.json"), key=lambda p: p.relative_to(root).as_posix()):
+        rel = path.relative_to(root).as_posix()
+        parts = rel.removesuffix(".json").split("/")
+        if len(parts) != 3 or parts[0] in POOL2_JBB_SKIP:
+            continue  # attack-info.json, evaluation.json, submission.json, the example
+        method, attack_type, model = parts
+        data = json.loads(path.read_text(encoding="utf-8"))
+        cand = []
+        for jb in data["jailbreaks"]:
+            text = jb.get("response")
+            if not text or not text.strip() or text in seen or lang_of(text) != "en":
+                continue
+            seen.add(text)
+            cand.append(jb)
+        for jb in sorted(
+            rng.sample(cand, min(POOL2_JBB_PER_FILE, len(cand))), key=lambda j: j["index"]
+        ):
+            yield {
+                "id": f"jailbreakbench/{method}/{attack_type}/{model}/{jb['index']}",
+                "prompt": jb["goal"],
+                "text": strip_nl(jb["response"]),
+                "source": "jailbreakbench",
+                "model": model,
+                "split": split_of("jailbreakbench", model),
+            }
+
+
+def pool2(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """~900 more unlabelled real replies (second labelling pass, see LABELLING.md).
+
+    Harmful requests: JailbreakBench attack artifacts (JailbreakBench/artifacts,
+    ``attack-artifacts/<method>/<type>/<model>.json``: vicuna-13b-v1.5, llama-2-7b-chat-hf,
+    gpt-3.5-turbo-1106, gpt-4-0125-preview under DSN, GCG, JBC, PAIR and prompt + random search),
+    ``POOL2_JBB_PER_FILE`` distinct replies per file; ``prompt`` is the behaviour's goal (the
+    attack prompt is not kept). The artifacts' ``jailbroken`` flags come from an LLM judge and
+    are not used. Harmless requests: AlpacaEval outputs of 26 chat models, per model
+    ``POOL2_QUOTA``: prompts with dangerous-sounding words, replies with refusal-like or warning
+    cues, plain replies. Ids already in pool.jsonl are skipped. Seeded; English only.
+    """
+    import random
+
+    rng = random.Random(args.seed)
+    taken = {str(r["id"]) for r in read_jsonl(HERE / "pool.jsonl")}
+    yield from _pool2_jbb(Path(args.jbb_artifacts), rng)
+    alpaca = Path(args.alpaca_results)
+    for model in POOL2_ALPACA_MODELS:
+        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        classes: dict[str, list[int]] = {k: [] for k in POOL2_QUOTA}
+        for i, item in enumerate(outputs):
+            text = item["output"] or ""
+            if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
+                continue
+            cls = (
+                "danger"
+                if DANGER_WORD.search(item["instruction"])
+                else "strong"
+                if STRONG_CUE.search(text)
+                else "weak"
+                if WEAK_CUE.search(text)
+                else "plain"
+            )
+            classes[cls].append(i)
+        for cls, n in POOL2_QUOTA.items():
+            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
+                item = outputs[i]
+                yield {
+                    "id": f"alpaca_eval/{model}/{i}",
+                    "prompt": item["instruction"],
+                    "text": strip_nl(item["output"]),
+                    "source": "alpaca_eval",
+                    "model": model,
+                    "split": split_of("alpaca_eval", model),
+                }
+
+
 # --------------------------------------------------------------------------- combine
 
 
@@ -322,10 +463,13 @@ def _kappa(pairs: list[tuple[str, str]]) -> float:
     return (observed - expected) / (1 - expected) if expected < 1 else 1.0
 
 
-def our_labels() -> dict[str, str]:
-    """Labels of the pool where both independent passes (``ours_pass1/2.jsonl``) agree."""
+def our_labels(prefix: str = "ours") -> dict[str, str]:
+    """Labels of a pool where both independent passes (``<prefix>_pass1/2.jsonl``) agree.
+
+    ``ours`` labels pool.jsonl, ``ours2`` labels pool2.jsonl. Empty if either pass is missing.
+    """
     passes = []
-    for name in ("ours_pass1.jsonl", "ours_pass2.jsonl"):
+    for name in (f"{prefix}_pass1.jsonl", f"{prefix}_pass2.jsonl"):
         path = HERE / name
         if not path.exists():
             return {}
@@ -340,7 +484,7 @@ def our_labels() -> dict[str, str]:
     pairs = [(passes[0][i], passes[1][i]) for i in both]
     agree = sum(1 for x, y in pairs if x == y)
     print(
-        f"our labels: {len(both)} items in both passes, agreement {agree}/{len(both)}"
+        f"{prefix} labels: {len(both)} items in both passes, agreement {agree}/{len(both)}"
         f" = {agree / max(len(both), 1):.3f}, Cohen's kappa {_kappa(pairs):.3f}"
     )
     return {i: x for i, (x, y) in zip(both, pairs, strict=True) if x == y}
@@ -356,11 +500,16 @@ def combine(args: argparse.Namespace) -> None:
     """
     ours = our_labels()
     pool_rows = {str(r["id"]): r for r in read_jsonl(HERE / "pool.jsonl")} if ours else {}
+    # pool2 items are all new rows (none is in a per-source file); labelled by ours2_pass1/2.
+    ours2 = our_labels("ours2")
+    pool2_rows = {str(r["id"]): r for r in read_jsonl(HERE / "pool2.jsonl")} if ours2 else {}
     used: set[str] = set()
     overruled = 0
     splits: dict[str, list[dict[str, object]]] = {"dev": [], "test": []}
     for path in sorted(HERE.glob("*.jsonl")):
-        if path.stem in ("dev", "test", "pool") or path.stem.startswith("ours_"):
+        if path.stem in ("dev", "test", "pool", "pool2") or path.stem.startswith(
+            ("ours_", "ours2_")
+        ):
             continue
         for row in read_jsonl(path):
             if row["lang"] != "en":
@@ -374,10 +523,12 @@ def combine(args: argparse.Namespace) -> None:
                     row["label"] = label
                     row["label_origin"] = f"{row['label_origin']}; 3-class by ours (2 passes agree)"
             splits[str(row["split"])].append(row)
-    for item_id, label in sorted(ours.items()):
-        if item_id in used or item_id not in pool_rows:
+    new_items = [(i, x, pool_rows) for i, x in sorted(ours.items())]
+    new_items += [(i, x, pool2_rows) for i, x in sorted(ours2.items())]
+    for item_id, label, rows_by_id in new_items:
+        if item_id in used or item_id not in rows_by_id:
             continue
-        item = pool_rows[item_id]
+        item = rows_by_id[item_id]
         new = record(
             source=str(item["source"]),
             row_id=item_id.split("/", 1)[1],
@@ -418,18 +569,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pool", help="write pool.jsonl (needs the per-source files first)")
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261202)
+    p = sub.add_parser("pool2", help="write pool2.jsonl (needs pool.jsonl first)")
+    p.add_argument(
+        "--jbb-artifacts", required=True, help="JailbreakBench artifacts' attack-artifacts/"
+    )
+    p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
+    p.add_argument("--seed", type=int, default=20261203)
     sub.add_parser("combine")
     args = parser.parse_args(argv)
     if args.cmd == "combine":
         combine(args)
         return 0
-    if args.cmd == "pool":
+    if args.cmd in ("pool", "pool2"):
         n = 0
-        with (HERE / "pool.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
-            for row in pool(args):
+        make = pool if args.cmd == "pool" else pool2
+        with (HERE / f"{args.cmd}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
+            for row in make(args):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
-        print("pool", n)
+        print(args.cmd, n)
         return 0
     counts = write_jsonl(HERE / f"{args.cmd}.jsonl", SOURCES[args.cmd](args))
     for key, n in sorted(counts.items()):
