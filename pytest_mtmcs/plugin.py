@@ -12,6 +12,7 @@ from pytest_mtmcs import options as opts
 
 SESSION_PLUGIN = "mtmcs-session"
 XDIST_PLUGIN = "mtmcs-xdist"
+INTERRUPTS_PLUGIN = "mtmcs-interrupts"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,10 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, SESSION_PLUGIN)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(session), XDIST_PLUGIN)
+    from pytest_mtmcs.interrupts import InterruptGuard
+
+    config.pluginmanager.register(InterruptGuard(config), INTERRUPTS_PLUGIN)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for name in (SESSION_PLUGIN, XDIST_PLUGIN):
+    for name in (SESSION_PLUGIN, XDIST_PLUGIN, INTERRUPTS_PLUGIN):
         plugin = config.pluginmanager.get_plugin(name)
         if plugin is not None:
             config.pluginmanager.unregister(plugin, name)

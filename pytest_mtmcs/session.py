@@ -583,6 +583,12 @@ class MtmcsSession:
         if self.is_worker:
             self.config.workeroutput["mtmcs"] = self.run_info()  # type: ignore[attr-defined]
             return
+        from pytest_mtmcs.interrupts import interrupted_summary
+
+        stopped = interrupted_summary(self.config, session, len(self.results))
+        if stopped is not None:  # Ctrl-C / SIGTERM: partial numbers; no gate, report, baseline
+            self.summary_lines = stopped
+            return
         if not self.results:
             return
         from pytest_mtmcs.finish import Sources, finish, merge_infos

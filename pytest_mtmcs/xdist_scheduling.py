@@ -12,6 +12,8 @@ share itself from the collection.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 from xdist.scheduler.each import EachScheduling
 
@@ -36,25 +38,36 @@ def share(total: int, worker: int, count: int) -> list[int]:
 
 
 class PartitionScheduling(EachScheduling):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Workers started after collection completed: replacements for crashed ones
+        # (--max-worker-restart). They run what the dead worker had left, never a share.
+        self._replacements: set[Any] = set()
+
+    def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
+        replacement = self.collection_is_completed
+        super().add_node_collection(node, collection)
+        if replacement:
+            self._replacements.add(node)
+            # EachScheduling keeps no collection for a replacement: without one, removing it
+            # at its end (or at its own crash) failed with a KeyError (an INTERNALERROR).
+            self.node2collection.setdefault(node, list(collection))
+
     def schedule(self) -> None:
         assert self.collection_is_completed
         count = self.numnodes
         for node, pending in self.node2pending.items():
             if node in self._started:
                 continue
-            if node not in self.node2collection:
-                # A replacement for a crashed worker that had nothing left to run.
+            if node in self._replacements:
+                if pending:
+                    node.send_runtest_some(list(pending))
+                # Else the dead worker had nothing left to run.
                 node.shutdown()
-                self._started.append(node)
-                continue
-            if not pending:
+            else:
                 idx = int(str(node.gateway.id).removeprefix("gw"))
                 pending[:] = share(len(self.node2collection[node]), idx, count)
                 if pending:
                     node.send_runtest_some(list(pending))
-                node.shutdown()
-            else:
-                # A replacement for a crashed worker: it runs what the dead one had left.
-                node.send_runtest_some(list(pending))
                 node.shutdown()
             self._started.append(node)
