@@ -5,7 +5,9 @@ Each folder holds a shard's usual report plus `shard.json` (split, identity, opt
 and `results.jsonl` (its results in full). The merge checks that the shards belong together (same
 suite and hash, settings, model, judge, options and split) and cover every dialogue exactly once,
 then hands the rows to the same `finish` a pytest session calls. The suite files are not needed:
-the shards carry the suite metadata (hash, buckets, thresholds) the end of a run reads.
+the shards carry the suite metadata (hash, buckets, thresholds) the end of a run reads. Only the
+user turns of flipped dialogues in report.html come from the suite, when it is found at the path
+the shards recorded with the same content hash (else the merge says so and leaves them out).
 """
 
 from __future__ import annotations
@@ -269,6 +271,31 @@ def _transcripts_by_id(folders: Sequence[ShardFolder]) -> dict[str, dict[str, li
     return out
 
 
+def _suite_loader(suites: Mapping[str, Mapping[str, Any]], notes: list[str]) -> Any:
+    """The suites' dialogues, from the spec the shards recorded (relative to the current folder),
+    when that suite is here with the same content hash: only report.html's flipped dialogues
+    show user text from them. Without them the merge still decides everything."""
+    from pytest_mtmcs.suite import resolve_suite
+
+    def load(name: str) -> dict[str, Any]:
+        meta = suites.get(name) or {}
+        spec = str(meta.get("spec") or "")
+        try:
+            suite = resolve_suite(spec) if spec else None
+        except Exception:  # a missing suite costs user text in the report, nothing else
+            suite = None
+        if suite is None or suite.content_hash != meta.get("content_hash"):
+            why = "not found" if suite is None else "its content hash differs from the shards'"
+            notes.append(
+                f"suite {name}: {spec or '(no spec)'} {why}: report.html shows flipped dialogues "
+                "without their user turns (run merge where the suite is, to have them)"
+            )
+            return {}
+        return {d.id: d for d in suite.dialogues}
+
+    return load
+
+
 def _names(values: Sequence[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or ():
@@ -347,16 +374,20 @@ def merge_main(args: argparse.Namespace) -> int:
             run.cache[k] += int((f.doc.get("cache") or {}).get(k, 0))
         run.model_calls += int(f.doc.get("model_calls") or 0)
     transcripts = _transcripts_by_id(folders)
+    notes: list[str] = []
+    loader = _suite_loader(run.suites, notes)
     outcome = finish(
         [r for f in folders for r in f.results],
         run.suites,
         BaselineSet(root, names),
         options,
         run,
-        Sources(transcripts=lambda suite: transcripts.get(suite, {})),
+        Sources(dialogues=loader, transcripts=lambda suite: transcripts.get(suite, {})),
     )
     total = sum(len(f.results) for f in folders)
     print(f"merged {len(folders)} shards: {total} dialogues")
+    for note in notes:
+        print(note)
     print("=" * 20 + " mtmcs safety summary " + "=" * 20)
     for line in outcome.lines:
         print(line)

@@ -426,8 +426,7 @@ def write_report(
                 data.baseline_results[(s.suite, b.name)] = stored.results
         if transcripts is not None:
             data.transcripts[s.suite] = transcripts(s.suite)
-        else:
-            data.dialogues[s.suite] = _suite_dialogues(dialogues, s.suite)
+        data.dialogues[s.suite] = _suite_dialogues(dialogues, s.suite)
     write_files(out, data)
     return out
 
