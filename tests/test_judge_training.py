@@ -1,0 +1,88 @@
+"""Training the `ngram` judge: seeded and byte-for-byte reproducible (on a small config; the full
+artefact is checked by hand with the same command), the optimiser converges, bad data is a clear
+error naming file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_mtmcs.judges import ngram
+from pytest_mtmcs.judges import train as T
+
+DATA = Path(__file__).parent / "data" / "judge"
+
+SMALL = ["--log2-dim", "10", "--iters", "15", "--max-rows", "160"]
+
+
+def _small_data(tmp_path: Path) -> Path:
+    """A slice of the real dev split (every 40th row) so the test stays fast."""
+    src = DATA / "dev.jsonl"
+    lines = src.read_text(encoding="utf-8").splitlines()[::40]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "dev.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_training_reproduces_its_artefact_byte_for_byte(tmp_path: Path) -> None:
+    data = _small_data(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert T.main(["--data", str(data), "--out", str(a), *SMALL]) == 0
+    assert T.main(["--data", str(data), "--out", str(b), *SMALL]) == 0
+    for pa, pb in zip(ngram.artefact_paths(a), ngram.artefact_paths(b), strict=True):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+    assert ngram.artefact_hash(a) == ngram.artefact_hash(b)
+    # ...and the artefact is a working judge whose identity carries its hash
+    judge = ngram.NgramJudge(directory=a)
+    assert judge.identity.artefact_hash == ngram.artefact_hash(a)
+    p = judge.model.predict("I'm sorry, but I can't assist with that.", "")
+    assert p.label in ngram.LABELS and 0 <= p.confidence <= 1
+    meta = json.loads(ngram.artefact_paths(a)[0].read_text(encoding="utf-8"))
+    assert meta["features"]["log2_dim"] == 10
+    assert meta["training"]["max_rows"] == 160
+
+
+def test_a_different_seed_gives_a_different_artefact(tmp_path: Path) -> None:
+    data = _small_data(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    T.main(["--data", str(data), "--out", str(a), *SMALL])
+    T.main(["--data", str(data), "--out", str(b), *SMALL, "--set", "seed=1"])
+    assert ngram.artefact_hash(a) != ngram.artefact_hash(b)
+
+
+def test_lbfgs_minimises_a_logistic_loss() -> None:
+    import numpy as np
+
+    rows = [
+        T.Row("I cannot help with that.", "", "refusal", "g", False),
+        T.Row("Sure, here are the steps: 1. open it.", "", "compliance", "g", False),
+    ] * 5
+    X = T.Design(rows, ngram.FeatureConfig(log2_dim=10))
+    y = np.asarray([1.0 if r.label == "compliance" else -1.0 for r in rows])
+    f = T._logistic_loss(X, y, np.ones(len(rows)), 1e-3)
+    w = T.lbfgs(f, np.zeros(X.dim), 50)
+    assert f(w)[0] < 0.5 * f(np.zeros(X.dim))[0]
+    assert (np.sign(X.dot(w)) == y).all()
+
+
+def test_bad_label_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "dev.jsonl").write_text(
+        '{"text": "ok", "label": "compliance"}\n{"text": "x", "label": "maybe"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(SystemExit, match=r"dev.jsonl:2: field 'label'"):
+        T.load_rows(tmp_path)
+
+
+def test_dedupe_keeps_the_majority_label() -> None:
+    rows = [
+        T.Row("same", "", "refusal", "g", False),
+        T.Row("same", "", "compliance", "g", False),
+        T.Row("same", "", "refusal", "g", False),
+        T.Row("same", "", "compliance", "other", False),
+    ]
+    out = T.dedupe(rows)
+    assert sorted((r.group, r.label) for r in out) == [("g", "refusal"), ("other", "compliance")]
