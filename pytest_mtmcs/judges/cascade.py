@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_mtmcs.errors import ConfigError
@@ -132,7 +132,7 @@ def create(rest: str, options: Any = None) -> CascadeJudge:
     return CascadeJudge(local, remote, threshold)
 
 
-def summary_counts(infos: Sequence[dict[str, Any]]) -> dict[str, int]:
+def summary_counts(infos: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """The cascade's counts summed over the run's processes (xdist workers report their own)."""
     total: dict[str, int] = {}
     for info in infos:
