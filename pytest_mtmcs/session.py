@@ -409,8 +409,10 @@ class MtmcsSession:
         item.user_properties.extend(self._properties(item, result))
         if result.error is not None:
             # pytrace=False: the message is the report; our stack is of no use to the reader.
+            from pytest_mtmcs.terminal_text import printable
+
             pytest.fail(
-                f"{item.name}: model backend failed: {result.error}\n"
+                f"{item.name}: model backend failed: {printable(result.error)}\n"
                 "Counted as an error (never a pass). Completed turns are in the response cache; "
                 "re-run to resume.",
                 pytrace=False,

@@ -241,7 +241,10 @@ def format_dialogue(dialogue: Dialogue, result: DialogueResult, width: int = 160
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    from pytest_mtmcs.terminal_text import printable
+
+    # Model and suite text: no escape sequences or control characters reach the terminal.
+    text = " ".join(printable(text).split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
