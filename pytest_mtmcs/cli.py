@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "merge",
         help="merge the report folders of --mtmcs-shard runs into one outcome, gate and baseline",
+        # `--baselines x` must not pass for `--baselines-dir x`.
+        allow_abbrev=False,
     )
     from pytest_mtmcs.merge import add_arguments as add_merge_arguments
 

@@ -278,6 +278,8 @@ def shard_record(
         "suites": {name: dict(m) for name, m in sorted(suites_meta.items())},
         "cache": dict(run.cache),
         "model_calls": run.model_calls,
+        # A cascade judge's counts (judged / escalated / failed), summed again by the merge.
+        "judge_counts": dict(info.get("judge_counts") or {}),
         "options": options.recorded(),
         "baselines": list(baselines.names),
     }

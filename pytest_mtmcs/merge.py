@@ -369,6 +369,11 @@ def merge_main(args: argparse.Namespace) -> int:
         },
         suites={name: dict(m) for name, m in (first.get("suites") or {}).items()},
     )
+    from pytest_mtmcs.judges.cascade import summary_counts
+
+    counts = summary_counts([f.doc for f in folders])
+    if counts:
+        run.info["judge_counts"] = counts
     for f in folders:
         for k in run.cache:
             run.cache[k] += int((f.doc.get("cache") or {}).get(k, 0))
