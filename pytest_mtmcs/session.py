@@ -97,7 +97,11 @@ class MtmcsSession:
             if n is not None and int(n) < 1:
                 raise ConfigError(f"{flag}={n}: expected a positive integer")
         opts.batch_size(c)
-        for flag, low, high in (("--mtmcs-max-drop", 0.0, 1.0), ("--mtmcs-alpha", 0.0, 1.0)):
+        for flag, low, high in (
+            ("--mtmcs-max-drop", 0.0, 1.0),
+            ("--mtmcs-alpha", 0.0, 1.0),
+            ("--mtmcs-cascade-threshold", 0.0, 1.0),
+        ):
             x = float(opts.value(c, flag))
             if not low <= x <= high:
                 raise ConfigError(f"{flag}={x}: expected a value in [{low}, {high}]")

@@ -249,3 +249,20 @@ def test_plugin_cascade_model_judge_failures_are_judge_errors(
     out = "\n".join(calm.outlines)
     assert escalated(out)[0] == 0
     assert "judge errors" not in out
+
+
+@pytest.mark.parametrize("value", ["1.5", "lots"])
+def test_plugin_threshold_out_of_range_is_a_usage_error(
+    pytester: pytest.Pytester, suite_dir: Path, value: str
+) -> None:
+    result = pytester.runpytest_subprocess(
+        "suites",
+        "-p",
+        "no:cacheprovider",
+        "--mtmcs-model=scripted:comply-all",
+        "--mtmcs-judge=cascade:rules,rules",
+        f"--mtmcs-cascade-threshold={value}",
+    )
+    err = "\n".join(result.errlines)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, err
+    assert "--mtmcs-cascade-threshold" in err and "Traceback" not in err
