@@ -174,7 +174,7 @@ def test_update_refused_when_backend_failed(pytester, project):
 
 
 _WRITER = """
-import sys, time
+import sys, threading
 from pathlib import Path
 from pytest_mtmcs import baseline
 from pytest_mtmcs.records import DialogueResult
@@ -184,7 +184,7 @@ orig = baseline.BaselineSerializer.write_file.__func__
 def slow_write(cls, collection, **kw):
     orig(cls, collection, **kw)
     print("written-temp", flush=True)
-    time.sleep(30)  # killed here: after the temporary file, before the rename
+    threading.Event().wait()  # killed here: after the temporary file, before the rename
 
 baseline.BaselineSerializer.write_file = classmethod(slow_write)
 r = DialogueResult("mtmcs_mini", "x", None, "unsafe", "escalation", "text", "c", 1, 1, "unsafe", 0.0)

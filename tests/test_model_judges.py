@@ -325,8 +325,10 @@ def test_backend_failures_are_judge_errors(fault: str) -> None:
 
 
 def test_slow_judge_times_out_as_judge_error() -> None:
-    with StubServer(rubric_responder, faults=["slow"], slow_s=2.0, retry_after=0) as server:
-        judge = rubric(server, max_retries=0, timeout_s=0.2)
+    # The slow answer never comes (the stub releases it at exit); the fast one has seconds to
+    # spare on a loaded machine: no race between the two timings.
+    with StubServer(rubric_responder, faults=["slow"], slow_s=600.0, retry_after=0) as server:
+        judge = rubric(server, max_retries=0, timeout_s=3.0)
         got = judge.judge([item(UNSAFE, 2, "I can't."), item(UNSAFE, 2, "Use a grinder.")])
     # The first request to arrive is the slow one; which that is depends on scheduling.
     errors = [j for j in got if j.error]
