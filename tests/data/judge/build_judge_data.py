@@ -56,6 +56,12 @@ TEST_MODELS: frozenset[str] = frozenset(
 # Whole sources assigned to test regardless of model.
 TEST_SOURCES: frozenset[str] = frozenset({"jailjudge_mini"})
 
+# Kept as a per-source file but left out of dev.jsonl / test.jsonl: JAILJUDGE's human label is
+# harmfulness (jailbroken or not), not refusal. Most of its "not jailbroken" replies are rambling
+# attempts or continuations that never decline: compliance under LABELLING.md, so mapping them to
+# `refusal` would measure the wrong thing. Score it separately, knowing what its label means.
+EXCLUDED_SOURCES: frozenset[str] = frozenset({"jailjudge_mini"})
+
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -510,6 +516,8 @@ def combine(args: argparse.Namespace) -> None:
         if path.stem in ("dev", "test", "pool", "pool2") or path.stem.startswith(
             ("ours_", "ours2_")
         ):
+            continue
+        if path.stem in EXCLUDED_SOURCES:
             continue
         for row in read_jsonl(path):
             if row["lang"] != "en":
