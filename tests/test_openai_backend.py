@@ -214,14 +214,18 @@ def test_results_come_back_in_request_order(stub: StubServer) -> None:
 
 
 def test_requests_really_overlap() -> None:
-    with StubServer(latency_s=0.05) as server, backend_for(server, concurrency=32) as backend:
+    # The stub holds every answer until 32 requests have arrived: only a client that really has
+    # 32 in flight at once gets any answer (no timing involved).
+    with StubServer(hold=32) as server, backend_for(server, concurrency=32) as backend:
         out = backend.generate([request(f"q{i}") for i in range(32)])
         assert all(isinstance(o, str) for o in out)
-        assert server.max_in_flight >= 16
+        assert server.max_in_flight == 32
 
 
 def test_concurrency_is_a_ceiling_across_threads() -> None:
-    with StubServer(latency_s=0.02, respond=echo) as server:
+    # hold=4: the first four answers wait until four requests are in flight (so the ceiling is
+    # reached); the ceiling itself can never be exceeded, however the threads interleave.
+    with StubServer(hold=4, respond=echo) as server:
         with backend_for(server, concurrency=4) as backend:
             results: dict[int, list[Any]] = {}
 
@@ -233,7 +237,7 @@ def test_concurrency_is_a_ceiling_across_threads() -> None:
                 t.start()
             for t in threads:
                 t.join()
-        assert server.max_in_flight <= 4
+        assert server.max_in_flight == 4
         for k in range(3):
             assert results[k] == [f"echo: t{k}-{i}" for i in range(8)]
 
@@ -258,11 +262,23 @@ def test_429_then_success_is_retried() -> None:
 
 
 def test_retry_after_is_honoured() -> None:
-    with StubServer(faults=["429"], retry_after=0.2) as server:
+    # The wait is read off the backend's sleep (no clock involved): never less than Retry-After.
+    waits: list[float] = []
+    with StubServer(faults=["429", "429"], retry_after=7) as server:
         with backend_for(server) as backend:
-            start = time.perf_counter()
+            backend._sleep = recording_sleep(waits)
             assert isinstance(backend.generate([request("hi")])[0], str)
-            assert time.perf_counter() - start >= 0.2
+    assert len(waits) == 2 and all(w >= 7 for w in waits)
+
+
+def recording_sleep(waits: list[float]) -> Any:
+    import asyncio
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    return sleep
 
 
 def test_500s_exhaust_retries_into_a_clear_error() -> None:
@@ -291,10 +307,11 @@ def test_a_dropped_connection_is_retried() -> None:
 
 
 def test_a_response_slower_than_the_timeout_is_retried_then_reported() -> None:
-    with StubServer(faults=["slow"], slow_s=5) as server:
-        with backend_for(server, timeout_s=0.2) as backend:
+    # `slow` answers only when the stub stops; the normal answer after it has 5 tries of 1 s.
+    with StubServer(faults=["slow"], slow_s=600) as server:
+        with backend_for(server, timeout_s=1.0) as backend:
             assert isinstance(backend.generate([request("hi")])[0], str)
-    with StubServer(faults=["slow"], slow_s=5) as server:
+    with StubServer(faults=["slow"], slow_s=600) as server:
         with backend_for(server, timeout_s=0.2, max_retries=0) as backend:
             (result,) = backend.generate([request("hi")])
     assert isinstance(result, BackendError)
@@ -319,11 +336,31 @@ def test_an_unknown_model_says_where_to_look() -> None:
     assert "/models" in str(result) and "/v1" in str(result)
 
 
-def test_a_reply_without_content_is_an_error() -> None:
-    with StubServer(faults=["malformed"]) as server, backend_for(server) as backend:
+@pytest.mark.parametrize("fault", ["malformed", "truncated", "reset"])
+def test_a_broken_200_is_retried_like_a_transient_failure(fault: str) -> None:
+    # A 200 without choices, a 200 whose JSON is cut short, a reset in the middle of the body:
+    # proxies and overloaded servers send them; the next attempt gets the answer.
+    with StubServer(faults=[fault, fault]) as server, backend_for(server) as backend:
         (result,) = backend.generate([request("hi")])
+        assert result == server.respond({})
+        assert server.counts[200 if fault != "reset" else "reset"] >= 2
+        assert len(server.answered_bodies) == 1
+
+
+def test_a_reply_without_content_is_an_error_when_it_persists() -> None:
+    with StubServer(faults=["malformed"] * 10) as server:
+        with backend_for(server, max_retries=2) as backend:
+            (result,) = backend.generate([request("hi")])
+        assert server.counts == {200: 3}
     assert isinstance(result, BackendError)
-    assert "choices[0].message.content" in str(result)
+    assert "failed after 3 attempts: 200 OK without choices[0].message.content" in str(result)
+
+
+def test_truncated_json_is_an_error_when_it_persists() -> None:
+    with StubServer(faults=["truncated"] * 10) as server:
+        with backend_for(server, max_retries=1) as backend:
+            (result,) = backend.generate([request("hi")])
+    assert "failed after 2 attempts: 200 OK with a body that is not JSON" in str(result)
 
 
 def test_an_unreachable_server_is_an_error_per_request() -> None:

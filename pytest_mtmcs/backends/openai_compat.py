@@ -5,23 +5,31 @@ URL may come from `OPENAI_BASE_URL` instead, and an API key (optional) from `OPE
 key is sent as a Bearer token and nowhere else: not in the fingerprint (which lands in caches and
 baselines), not in reprs, not in error messages (server text is scrubbed of it too).
 
-HTTP client: httpx, not the `openai` SDK. We use one endpoint (`POST /chat/completions`, plus
-`GET /models` for the fingerprint); httpx is well kept, does sync and async, pooled keep-alive
-connections and fine-grained timeouts, and is already a dependency. The SDK's 3.x line is built on
-`httpx2`, so it would add a second HTTP stack (and its own retry loop, which we would have to switch
-off to keep ours: status-aware, jittered, honouring Retry-After) for a single endpoint.
+HTTP client: our own lean HTTP/1.1 client (`backends/http_client.py`), not httpx, aiohttp or
+the `openai` SDK. We use one endpoint (`POST /chat/completions`, plus `GET /models` for the
+fingerprint), and the client's CPU per request decides how many turns one core can feed a fast
+server: measured side by side (`benchmarks/bench_http.py`, figures in `benchmarks/RESULTS.md`),
+httpx costs ~1.3-2 ms of client CPU per request, httpx2 and aiohttp several times our budget of
+0.3 ms, the SDK more than httpx; an `asyncio.Protocol` with keep-alive connections stays far
+below it. It does not speak through proxies: a proxy configured in the environment for the
+server's host is a configuration error (`NO_PROXY` fixes it), never silently bypassed.
 
-Concurrency: asyncio + `httpx.AsyncClient`, on an event loop that the backend owns in a daemon
-thread; `generate` submits the whole call to it and blocks until every request has an answer.
-`options.concurrency` slots (a queue that works as a semaphore, shared by threads calling at once)
-bound the requests in flight; the slots are spread over clients of 8 connections each, because
-httpcore's pool bookkeeping grows with the square of its size (see SHARD_CONNECTIONS). Why not `asyncio.run` per call: the engine calls `generate` once per turn, and a loop
-per call would throw the connection pool away every turn; a private loop also works when the caller
-already runs one (pytest-asyncio). Why not threads: hundreds in flight cost hundreds of OS threads,
-and a thread sleeping in backoff is a thread doing nothing.
+Concurrency: asyncio on an event loop that the backend owns in a daemon thread; `generate` submits
+the whole call to it and blocks until every request has an answer. A semaphore on that loop holds
+`options.concurrency` slots, shared by every thread calling at once (the ceiling). Why not
+`asyncio.run` per call: the engine calls `generate` once per turn, and a loop per call would throw
+the keep-alive connections away every turn; a private loop also works when the caller already runs
+one (pytest-asyncio). Why not threads: hundreds in flight cost hundreds of OS threads, and a thread
+sleeping in backoff is a thread doing nothing.
 
-Retries: 408, 429, 5xx, timeouts and connection errors (refused, reset, dropped without an answer)
-are retried up to `options.max_retries` times, with exponential backoff and full jitter (base
+Several servers: `--mtmcs-base-url` may list replicas of one model (comma-separated or the option
+repeated); each attempt goes to the replica with the fewest requests in flight, and a replica that
+keeps failing is set aside for a while (`backends/replicas.py`). The fingerprint (and so the cache
+key) names the configured set of hosts, never the replica that answered.
+
+Retries: 408, 429, 5xx, timeouts, connection errors (refused, reset, dropped without an answer,
+closed mid-body) and 200s whose body is not a chat completion (not JSON, truncated, no
+`choices[0].message.content`: proxies and overloaded servers send them) are retried up to `options.max_retries` times, with exponential backoff and full jitter (base
 0.5 s, cap 20 s), never sooner than the server's `Retry-After` / `retry-after-ms` asks (that wait is
 clipped at 60 s so that a misconfigured proxy cannot stall a run). A request keeps its concurrency
 slot while it backs off: against an overloaded server that is the back-pressure we want. Other 4xx
@@ -30,7 +38,10 @@ are not retried. Tests shrink the waits with `BackendOptions.extra`: `backoff_ba
 
 Images travel as `data:` URLs (mime type sniffed from the bytes). When the settings carry a pixel
 budget (`max_pixels`), larger images are downscaled here so that every server sees the same budget
-the `hf:` backend applies.
+the `hf:` backend applies. Each image is encoded once per (image, pixel budget) and its URL kept,
+already as a JSON string, in a bounded LRU; request bodies are assembled from cached JSON fragments
+(per message, per settings), so a dialogue of 8 turns does not re-serialise its history and image
+8 times.
 """
 
 from __future__ import annotations
@@ -49,16 +60,25 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from pytest_mtmcs.backends import BackendOptions, Generation
+from pytest_mtmcs.backends.http_client import (
+    ConnectError,
+    ConnectionPool,
+    Origin,
+    RequestTimeout,
+    Response,
+    TransportError,
+    check_no_proxy,
+)
+from pytest_mtmcs.backends.replicas import Replica, ReplicaSet
 from pytest_mtmcs.errors import BackendError, ConfigError
-from pytest_mtmcs.records import ChatRequest, ImageRef, Message
+from pytest_mtmcs.records import ChatRequest, GenerationSettings, ImageRef, Message
 
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_API_KEY = "OPENAI_API_KEY"
@@ -72,11 +92,8 @@ MAX_ERROR_TEXT = 300
 # Encoded images kept per backend (bytes of data URLs): twins share an image, and a dialogue sends
 # its image again with every turn.
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
-# Connections per httpx client. httpcore's pool rescans every connection on each request start and
-# finish (O(connections x waiting) per event; encode/httpcore#1035, open): at 64 connections in one
-# pool, 64 requests against a 50 ms stub took 0.7-0.9 s instead of 0.15 s. So the in-flight slots
-# are spread over several small clients.
-SHARD_CONNECTIONS = 8
+# JSON fragments of text messages kept per backend (a turn's history reuses its Message objects).
+FRAGMENT_CACHE_ENTRIES = 200_000
 
 T = TypeVar("T")
 
@@ -156,10 +173,10 @@ def _one_line(text: str, limit: int = MAX_ERROR_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _server_error_text(response: httpx.Response) -> str:
+def _server_error_text(response: Response) -> str:
     """The server's own explanation: OpenAI-style `error.message`, else the raw text."""
     try:
-        payload = response.json()
+        payload = json.loads(response.body)
     except ValueError:
         return _one_line(response.text)
     if isinstance(payload, dict):
@@ -169,6 +186,35 @@ def _server_error_text(response: httpx.Response) -> str:
         if error is not None:
             return _one_line(str(error))
     return _one_line(response.text)
+
+
+def _reason(response: Response) -> str:
+    if response.reason:
+        return response.reason
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(response.status).phrase
+    except ValueError:
+        return ""
+
+
+def split_base_urls(value: str | Sequence[str] | None) -> list[str]:
+    """Base URLs from an option value: one, several comma-separated, or a list of either."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    urls: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            url = part.strip().rstrip("/")
+            if url and url not in urls:
+                urls.append(url)
+    return urls
+
+
+class _BadReply(Exception):
+    """A 2xx whose body is not a chat completion: retried like a transient failure."""
 
 
 class _LoopThread:
@@ -205,39 +251,55 @@ class OpenAICompatBackend:
     def __init__(
         self,
         model: str,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         concurrency: int = 16,
         timeout_s: float = 120.0,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        replica_failures: int = 3,
+        replica_cooldown_s: float = 10.0,
     ) -> None:
+        urls = split_base_urls(base_url)
+        if not urls:
+            raise ConfigError(f"{BASE_URL_OPTION}: no URL given")
         self.spec = f"openai:{model}"
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = urls
+        self.base_url = urls[0]
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._api_key = api_key or None
         self._rng = rng or random.Random()
-        self._chat_url = f"{self.base_url}/chat/completions"
-        self._shown_url = redact_url(self._chat_url)
-        parts = urlsplit(self.base_url)
-        self._host = parts.netloc.rpartition("@")[2].lower()
+        self._clock = clock
+        # Backoff waits; tests read them off a replacement instead of timing them.
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._replica_failures = replica_failures
+        self._replica_cooldown_s = replica_cooldown_s
+        hosts = sorted({urlsplit(u).netloc.rpartition("@")[2].lower() for u in urls})
+        self._host = ",".join(hosts)
         self._lock = threading.Lock()
         self._loop: _LoopThread | None = None
-        self._clients: list[httpx.AsyncClient] = []
-        self._slots: asyncio.Queue[httpx.AsyncClient] | None = None
+        self._replicas: ReplicaSet[ConnectionPool] | None = None
+        self._events: list[str] = []  # replica events of closed loops
+        self._trips: dict[str, tuple[int, list[str], bool]] = {}
+        self._sem: asyncio.Semaphore | None = None
         self._served: Mapping[str, Any] | None = None
         self._served_fetched = False
-        self._images: OrderedDict[tuple[str, int | None], str] = OrderedDict()
+        self._images: OrderedDict[tuple[str, int | None], bytes] = OrderedDict()
         self._images_bytes = 0
+        self._fragments: dict[int, tuple[Message, int | None, tuple[bytes, ...]]] = {}
+        self._tails: dict[GenerationSettings, bytes] = {}
+        self._head = b'{"model":' + _json_str(model).encode() + b',"messages":['
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "unset"
+        shown = ",".join(redact_url(u) for u in self.base_urls)
         return (
-            f"OpenAICompatBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r}, "
+            f"OpenAICompatBackend(model={self.model!r}, base_url={shown!r}, "
             f"concurrency={self.concurrency}, timeout_s={self.timeout_s:g}, "
             f"max_retries={self.retry.max_retries}, api_key={key})"
         )
@@ -245,7 +307,7 @@ class OpenAICompatBackend:
     # --- Backend protocol ------------------------------------------------------------------
 
     def fingerprint(self) -> Mapping[str, Any]:
-        """spec, model, server host, and the served model's id/root/revision when listed."""
+        """spec, model, server host(s), and the served model's id/root/revision when listed."""
         if not self._served_fetched:
             self._served = self._fetch_model_card()
             self._served_fetched = True
@@ -262,15 +324,30 @@ class OpenAICompatBackend:
             return []
         return self._loop_thread().run(self._run_all(requests))
 
+    def replica_summary(self) -> list[str]:
+        """Replicas set aside during the run, one line each (empty with one server)."""
+        replicas = self._replicas
+        lines = []
+        if replicas is not None:
+            lines = replicas.summary()
+        return lines or [
+            f"replica {url} set aside {n}x ({'; '.join(why)}), "
+            f"{'restored' if restored else 'still set aside at the end'}"
+            for url, (n, why, restored) in self._trips.items()
+        ]
+
     def close(self) -> None:
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is None:
             return
-        clients, self._clients, self._slots = self._clients, [], None
-        if clients:
+        replicas, self._replicas, self._sem = self._replicas, None, None
+        if replicas is not None:
+            for r in replicas.replicas:
+                if r.trips:
+                    self._trips[r.shown] = (r.trips, list(r.reasons), r.restored)
             try:
-                loop.run(_close_all(clients), timeout=10)
+                loop.run(_close_pools([r.pool for r in replicas.replicas]), timeout=10)
             except Exception:  # closing is best effort; the loop goes anyway
                 pass
         loop.stop()
@@ -295,9 +372,9 @@ class OpenAICompatBackend:
         # A server or proxy may echo the request's headers in its error text.
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _encode_or_error(self, request: ChatRequest) -> bytes | BackendError:
+    def _encode_or_error(self, request: ChatRequest) -> list[bytes] | BackendError:
         try:
-            return self.encode(request)
+            return self.encode_parts(request)
         except BackendError as exc:
             return exc
         except Exception as exc:  # one bad request must not sink the batch
@@ -305,41 +382,72 @@ class OpenAICompatBackend:
 
     def encode(self, request: ChatRequest) -> bytes:
         """The JSON body of the chat-completions request for `request`."""
+        return b"".join(self.encode_parts(request))
+
+    def encode_parts(self, request: ChatRequest) -> list[bytes]:
+        """The body as pieces to be joined once, when it is sent: cached JSON fragments of each
+        message (an image's data URL is one shared bytes object, never copied here)."""
         settings = request.settings
-        body = {
-            "model": self.model,
-            "messages": [self._message(m, settings.max_pixels) for m in request.messages],
-            "max_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "seed": 0,
-            "n": 1,
-            "stream": False,
-        }
-        return json.dumps(body, separators=(",", ":")).encode()
+        tail = self._tails.get(settings)
+        if tail is None:
+            tail = (
+                b'],"max_tokens":'
+                + json.dumps(settings.max_new_tokens).encode()
+                + b',"temperature":'
+                + json.dumps(settings.temperature).encode()
+                + b',"seed":0,"n":1,"stream":false}'
+            )
+            self._tails[settings] = tail
+        fragments = self._fragments
+        parts = [self._head]
+        max_pixels = settings.max_pixels
+        for m in request.messages:
+            hit = fragments.get(id(m))
+            if hit is not None and hit[0] is m and hit[1] == max_pixels:
+                parts += hit[2]
+            else:
+                fragment = self._message(m, max_pixels)
+                if len(fragments) >= FRAGMENT_CACHE_ENTRIES:
+                    fragments.clear()
+                fragments[id(m)] = (m, max_pixels, fragment)
+                parts += fragment
+            parts.append(b",")
+        parts[-1] = tail
+        return parts
 
-    def _message(self, message: Message, max_pixels: int | None) -> dict[str, Any]:
+    def _message(self, message: Message, max_pixels: int | None) -> tuple[bytes, ...]:
+        role = _json_str(message.role).encode()
         if message.image is None:
-            return {"role": message.role, "content": message.text}
-        parts: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": self._data_url(message.image, max_pixels)}}
-        ]
+            return (b'{"role":' + role + b',"content":' + _json_str(message.text).encode() + b"}",)
+        head = b'{"role":' + role + b',"content":[{"type":"image_url","image_url":{"url":'
+        url = self._data_url(message.image, max_pixels)
         if message.text:
-            parts.append({"type": "text", "text": message.text})
-        return {"role": message.role, "content": parts}
+            text = b'}},{"type":"text","text":' + _json_str(message.text).encode() + b"}]}"
+        else:
+            text = b"}}]}"
+        return (head, url, text)
 
-    def _data_url(self, image: ImageRef, max_pixels: int | None) -> str:
+    def _cached_url(self, image: ImageRef, max_pixels: int | None) -> bytes | None:
         key = (image.sha256, max_pixels)
         with self._lock:
-            if key in self._images:
+            url = self._images.get(key)
+            if url is not None:
                 self._images.move_to_end(key)
-                return self._images[key]
+            return url
+
+    def _data_url(self, image: ImageRef, max_pixels: int | None) -> bytes:
+        """The image's data URL as a JSON string (quotes included), encoded once."""
+        cached = self._cached_url(image, max_pixels)
+        if cached is not None:
+            return cached
         try:
             data = image.data()
         except Exception as exc:
             where = f" {image.where}" if image.where else ""
             raise BackendError(f"openai: cannot read image{where}: {exc}") from None
         mime, data = _prepare_image(data, max_pixels, image.where)
-        url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        url = b'"data:' + mime.encode() + b";base64," + base64.b64encode(data) + b'"'
+        key = (image.sha256, max_pixels)
         with self._lock:
             if key not in self._images and len(url) <= IMAGE_CACHE_BYTES:
                 self._images[key] = url
@@ -347,6 +455,10 @@ class OpenAICompatBackend:
                 while self._images_bytes > IMAGE_CACHE_BYTES:
                     self._images_bytes -= len(self._images.popitem(last=False)[1])
         return url
+
+    def data_url(self, image: ImageRef, max_pixels: int | None = None) -> str:
+        """The `data:` URL sent for `image` under a pixel budget."""
+        return self._data_url(image, max_pixels)[1:-1].decode("ascii")
 
     # --- the event loop side ---------------------------------------------------------------
 
@@ -356,112 +468,152 @@ class OpenAICompatBackend:
                 self._loop = _LoopThread()
             return self._loop
 
-    def _ensure_slots(self) -> asyncio.Queue[httpx.AsyncClient]:
-        # Runs on the loop thread only, so no lock: the clients and the queue belong to that loop.
-        if self._slots is None:
-            ssl_context = _ssl_context()
-            sizes = [
-                min(SHARD_CONNECTIONS, self.concurrency - start)
-                for start in range(0, self.concurrency, SHARD_CONNECTIONS)
-            ]
-            self._clients = [
-                httpx.AsyncClient(
-                    headers=self._headers(),
-                    timeout=httpx.Timeout(self.timeout_s),
-                    # keep-alive == max: a surplus-idle eviction could close a connection the
-                    # pool already handed to a waiting request (encode/httpcore#1110).
-                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                    verify=ssl_context,
-                    follow_redirects=False,
+    def _ensure_replicas(self) -> tuple[ReplicaSet[ConnectionPool], asyncio.Semaphore]:
+        # Runs on the loop thread only, so no lock: pools and semaphore belong to that loop.
+        if self._replicas is None or self._sem is None:
+            headers = self._headers()
+            replicas = []
+            for url in self.base_urls:
+                origin = Origin.parse(url)
+                pool = ConnectionPool(
+                    url,
+                    headers=headers,
+                    timeout_s=self.timeout_s,
+                    ssl_context=_ssl_context() if origin.scheme == "https" else None,
+                    max_idle=self.concurrency,
                 )
-                for size in sizes
-            ]
-            slots: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-            for client, size in zip(self._clients, sizes, strict=True):
-                for _ in range(size):
-                    slots.put_nowait(client)
-            self._slots = slots
-        return self._slots
+                replicas.append(Replica(redact_url(url), pool))
+            self._replicas = ReplicaSet(
+                replicas,
+                failures_to_trip=self._replica_failures,
+                cooldown_s=self._replica_cooldown_s,
+                clock=self._clock,
+            )
+            self._sem = asyncio.Semaphore(self.concurrency)
+        return self._replicas, self._sem
 
     async def _run_all(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        slots = self._ensure_slots()
+        replicas, sem = self._ensure_replicas()
+        out: list[Generation] = [""] * len(requests)
+        todo = iter(range(len(requests)))
 
-        async def one(request: ChatRequest) -> Generation:
-            # Taking a slot is the concurrency limit; the slot says which client to use.
-            client = await slots.get()
-            try:
-                # Encoded only now: a call may hold thousands of multimodal requests, and their
-                # bodies (megabytes of base64 each) must not all exist at once.
-                body = await self._encode_async(request)
-                if isinstance(body, BackendError):
-                    return body
-                return await self._post(client, body)
-            except Exception as exc:  # a bug here must not lose the batch
-                return BackendError(
-                    f"openai: POST {self._shown_url}: unexpected {type(exc).__name__}: "
-                    f"{self._scrub(str(exc))}"
-                )
-            finally:
-                slots.put_nowait(client)
+        async def worker() -> None:
+            # A few workers pulling indices cost less than one task per request.
+            for i in todo:
+                async with sem:
+                    out[i] = await self._one(requests[i], replicas)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        workers = min(len(requests), self.concurrency)
+        if workers == 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        return out
 
-    async def _encode_async(self, request: ChatRequest) -> bytes | BackendError:
-        if any(m.image is not None for m in request.messages):
-            # Reading, resizing and base64-encoding images would stall every request in flight.
-            return await asyncio.to_thread(self._encode_or_error, request)
-        return self._encode_or_error(request)
+    async def _one(self, request: ChatRequest, replicas: ReplicaSet[ConnectionPool]) -> Generation:
+        try:
+            body: list[bytes] | BackendError
+            if self._needs_thread(request):
+                # Reading, resizing and base64-encoding images would stall every request in
+                # flight; encoded only now, so that a call's bodies do not all exist at once.
+                body = await asyncio.to_thread(self._encode_or_error, request)
+            else:
+                body = self._encode_or_error(request)
+            if isinstance(body, BackendError):
+                return body
+            return await self._post(body, replicas)
+        except Exception as exc:  # a bug here must not lose the batch
+            return BackendError(
+                f"openai: POST {self._shown_chat(replicas.replicas[0])}: unexpected "
+                f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            )
 
-    async def _post(self, client: httpx.AsyncClient, body: bytes) -> Generation:
+    def _needs_thread(self, request: ChatRequest) -> bool:
+        for m in request.messages:
+            image = m.image
+            if image is not None and self._cached_url(image, request.settings.max_pixels) is None:
+                return True
+        return False
+
+    def _shown_chat(self, replica: Replica[ConnectionPool]) -> str:
+        return f"{replica.shown}/chat/completions"
+
+    async def _post(self, body: list[bytes], replicas: ReplicaSet[ConnectionPool]) -> Generation:
         attempts = 0
         last = ""
-        for retry in range(self.retry.max_retries + 1):
+        where = replicas.replicas[0]
+        previous: Replica[ConnectionPool] | None = None
+        retry = 0
+        max_retries = self.retry.max_retries
+        while True:
             attempts += 1
+            replica = replicas.pick(previous)
+            where = replica
             retry_after: float | None = None
+            failover = False
+            replica.in_flight += 1
             try:
-                response = await client.post(
-                    self._chat_url, content=body, headers={"Content-Type": "application/json"}
-                )
-            except httpx.TimeoutException as exc:
-                last = f"timed out after {self.timeout_s:g} s ({type(exc).__name__})"
-            except httpx.RequestError as exc:
-                # Refused, reset, or closed without an answer (RemoteProtocolError).
-                detail = _one_line(str(exc)) or "no detail"
-                last = f"connection error ({type(exc).__name__}: {self._scrub(detail)})"
+                response = await replica.pool.request("POST", "/chat/completions", body)
+            except RequestTimeout:
+                last = f"timed out after {self.timeout_s:g} s"
+                replicas.failed(replica, "timed out")
+            except TransportError as exc:
+                detail = self._scrub(_one_line(str(exc))) or "no detail"
+                last = f"connection error ({type(exc).__name__}: {detail})"
+                refused = isinstance(exc, ConnectError)
+                replicas.failed(replica, "connection refused" if refused else "connection lost")
+                # Another replica is up: go there at once rather than wait out a backoff.
+                failover = replicas.has_other_up(replica)
             else:
-                status = response.status_code
+                status = response.status
                 if 200 <= status < 300:
-                    return self._reply_text(response)
-                text = self._scrub(_server_error_text(response))
-                last = f"{status} {response.reason_phrase}" + (f": {text}" if text else "")
-                if not is_retryable_status(status):
-                    return BackendError(
-                        f"openai: POST {self._shown_url} returned {last} (not retried)"
-                        f"{self._hint(status, text)}"
-                    )
-                retry_after = parse_retry_after(response.headers)
-            if retry < self.retry.max_retries:
-                await asyncio.sleep(self.retry.delay(retry, self._rng, retry_after))
+                    try:
+                        text = self._reply_text(response)
+                    except _BadReply as exc:
+                        last = str(exc)
+                    else:
+                        replicas.succeeded(replica)
+                        return text
+                else:
+                    text = self._scrub(_server_error_text(response))
+                    last = f"{status} {_reason(response)}" + (f": {text}" if text else "")
+                    if not is_retryable_status(status):
+                        return BackendError(
+                            f"openai: POST {self._shown_chat(replica)} returned {last} "
+                            f"(not retried){self._hint(status, text)}"
+                        )
+                    if status >= 500:
+                        replicas.failed(replica, f"{status} {_reason(response)}")
+                        failover = replicas.has_other_up(replica)
+                    retry_after = parse_retry_after(response.headers)
+            finally:
+                replica.in_flight -= 1
+            if retry >= max_retries:
+                break
+            previous = replica
+            if not (failover and retry_after is None):
+                await self._sleep(self.retry.delay(retry, self._rng, retry_after))
+            retry += 1
         return BackendError(
-            f"openai: POST {self._shown_url} failed after {attempts} attempt"
+            f"openai: POST {self._shown_chat(where)} failed after {attempts} attempt"
             f"{'s' if attempts != 1 else ''}: {last}"
         )
 
-    def _reply_text(self, response: httpx.Response) -> Generation:
+    def _reply_text(self, response: Response) -> str:
         try:
-            payload = response.json()
+            payload = json.loads(response.body)
         except ValueError:
-            return BackendError(
-                f"openai: POST {self._shown_url} answered {response.status_code} with a body that "
-                f"is not JSON: {self._scrub(_one_line(response.text, 120))!r}"
-            )
+            raise _BadReply(
+                f"{response.status} {_reason(response)} with a body that is not JSON "
+                f"(truncated?): {self._scrub(_one_line(response.text, 120))!r}"
+            ) from None
         try:
             content = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             content = None
         if not isinstance(content, str):
-            return BackendError(
-                f"openai: POST {self._shown_url} answered without choices[0].message.content: "
+            raise _BadReply(
+                f"{response.status} {_reason(response)} without choices[0].message.content: "
                 f"{self._scrub(_one_line(json.dumps(payload), 200))}"
             )
         return content
@@ -481,18 +633,31 @@ class OpenAICompatBackend:
     # --- fingerprint -----------------------------------------------------------------------
 
     def _fetch_model_card(self) -> Mapping[str, Any] | None:
-        """The server's card for our model from `GET /models`, or None when it does not answer."""
+        """The card for our model from `GET /models` of the first replica that answers."""
+        for url in self.base_urls:
+            card = self._loop_thread().run(self._model_card(url))
+            if card is not None:
+                return card
+        return None
+
+    async def _model_card(self, url: str) -> Mapping[str, Any] | None:
+        origin = Origin.parse(url)
+        pool = ConnectionPool(
+            url,
+            headers=self._headers(),
+            timeout_s=min(self.timeout_s, 10.0),
+            ssl_context=_ssl_context() if origin.scheme == "https" else None,
+            max_idle=0,
+        )
         try:
-            response = httpx.get(
-                f"{self.base_url}/models",
-                headers=self._headers(),
-                timeout=min(self.timeout_s, 10.0),
-                verify=_ssl_context(),
-            )
-            response.raise_for_status()
-            cards = response.json().get("data", [])
-        except (httpx.HTTPError, ValueError, AttributeError):
+            response = await pool.request("GET", "/models")
+            if response.status != 200:
+                return None
+            cards = json.loads(response.body).get("data", [])
+        except (TransportError, ValueError, AttributeError):
             return None
+        finally:
+            pool.close()
         for card in cards if isinstance(cards, list) else []:
             if isinstance(card, dict) and card.get("id") == self.model:
                 return {
@@ -505,12 +670,21 @@ class OpenAICompatBackend:
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes ~60 ms; every shard of every backend can share one context.
-    return httpx.create_ssl_context()
+    """System CAs (honouring SSL_CERT_FILE / SSL_CERT_DIR), plus certifi's bundle if installed
+    (what httpx trusted before)."""
+    context = ssl.create_default_context()
+    try:
+        import certifi
+
+        context.load_verify_locations(certifi.where())
+    except (ImportError, OSError):
+        pass
+    return context
 
 
-async def _close_all(clients: Sequence[httpx.AsyncClient]) -> None:
-    await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+async def _close_pools(pools: Sequence[ConnectionPool]) -> None:
+    for pool in pools:
+        pool.close()
 
 
 def _prepare_image(data: bytes, max_pixels: int | None, where: str) -> tuple[str, bytes]:
@@ -559,19 +733,31 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
             "--mtmcs-model=openai:: expected openai:MODEL, the model name the server serves "
             "(e.g. openai:Qwen/Qwen2.5-VL-7B-Instruct; GET BASE_URL/models lists them)"
         )
-    base_url = (options.base_url or os.environ.get(ENV_BASE_URL) or "").strip()
-    if not base_url:
+    source = BASE_URL_OPTION if options.base_url else ENV_BASE_URL
+    urls = split_base_urls(options.base_url or os.environ.get(ENV_BASE_URL) or "")
+    if not urls:
         raise ConfigError(
             f"--mtmcs-model=openai:{model} needs the server's base URL: pass "
-            f"{BASE_URL_OPTION}=http://HOST:8000/v1 or set {ENV_BASE_URL}"
+            f"{BASE_URL_OPTION}=http://HOST:8000/v1 or set {ENV_BASE_URL} (several replicas: "
+            "comma-separated)"
         )
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        source = BASE_URL_OPTION if options.base_url else ENV_BASE_URL
-        raise ConfigError(
-            f"{source}={redact_url(base_url)!r}: expected an http(s) URL such as "
-            "http://HOST:8000/v1"
-        )
+    for url in urls:
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{source}={redact_url(url)!r}: expected an http(s) URL such as http://HOST:8000/v1"
+            )
+        proxy = check_no_proxy(Origin.parse(url))
+        if proxy is not None:
+            raise ConfigError(
+                f"{source}={redact_url(url)!r}: the environment sets a proxy "
+                f"({redact_url(proxy)}) for this host, and the openai: backend does not go "
+                "through proxies; add the host to NO_PROXY to reach it directly"
+            )
     if options.concurrency < 1:
         raise ConfigError(f"{CONCURRENCY_OPTION}={options.concurrency}: must be at least 1")
     if not options.timeout_s > 0:
@@ -588,12 +774,18 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
         retry_after_max_s=_option_float(extra, "retry_after_max_s", 60.0),
     )
     seed = extra.get("backoff_seed")
+    clock = extra.get("clock", time.monotonic)
+    if not callable(clock):
+        raise ConfigError("openai backend option clock: expected a callable")
     return OpenAICompatBackend(
         model,
-        base_url,
+        urls,
         api_key=os.environ.get(ENV_API_KEY) or None,
         concurrency=options.concurrency,
         timeout_s=float(options.timeout_s),
         retry=retry,
         rng=random.Random(seed) if seed is not None else None,
+        clock=clock,
+        replica_failures=int(_option_float(extra, "replica_failures", 3)),
+        replica_cooldown_s=_option_float(extra, "replica_cooldown_s", 10.0),
     )

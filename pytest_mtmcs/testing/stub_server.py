@@ -16,7 +16,16 @@ callable (`random_faults(rate=0.1, kinds=("429", "503"), seed=0)`):
 - `"500"`, `"502"`, `"503"`, `"400"`, `"404"`: that status with an OpenAI-style error body;
 - `"drop"`: the connection is closed without any response;
 - `"slow"`: the answer comes after `slow_s` seconds (beyond a client's timeout);
-- `"malformed"`: a 200 whose body has no `choices`.
+- `"spike"`: a latency spike: the (normal) answer comes after `spike_s` seconds;
+- `"malformed"`: a 200 whose body has no `choices`;
+- `"truncated"`: a 200 whose JSON body is cut in the middle (framing intact);
+- `"reset"`: the status line, headers and half the body, then a connection reset (TCP RST).
+
+Deterministic control for tests (no timing): `hold=K` holds every answer until K chat requests
+have arrived (a barrier: proves K requests were in flight at once); `kill_after=N` makes the
+server die when its N-th chat request arrives (that request and every open connection are
+dropped unanswered, the port is closed; `killed` is set), and `start()` brings it back on the same
+port. `answered_bodies` lists the bodies answered with a 200, to count generations.
 
 Command line (for users): `python -m pytest_mtmcs.testing.stub_server --port 8000 --latency-ms 50`.
 """
@@ -27,6 +36,7 @@ import argparse
 import json
 import random
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -52,7 +62,10 @@ FAULT_KINDS: tuple[str, ...] = (
     "503",
     "drop",
     "slow",
+    "spike",
     "malformed",
+    "truncated",
+    "reset",
 )
 
 Responder = Callable[[dict[str, Any]], str]
@@ -145,9 +158,12 @@ class StubServer:
         faults: Sequence[str | None] | FaultPolicy | None = None,
         retry_after: float = 1.0,
         slow_s: float = 30.0,
+        spike_s: float = 0.2,
         model: str | None = None,
         api_key: str | None = None,
         port: int = 0,
+        hold: int = 0,
+        kill_after: int | None = None,
     ) -> None:
         """`model`: when set, the only model served (others get 404, as vLLM does); when None,
         any model name is accepted and `GET /v1/models` lists `stub-model`.
@@ -158,7 +174,15 @@ class StubServer:
         self.latency_s = latency_s
         self.retry_after = retry_after
         self.slow_s = slow_s
+        self.spike_s = spike_s
         self.model = model
+        self.hold = hold
+        self.kill_after = kill_after
+        self.killed = threading.Event()
+        self._dead = False
+        self._held = threading.Event()
+        self._arrived = 0
+        self._connections: set[socket.socket] = set()
         self._api_key = api_key
         self._faults = faults
         self._port = port
@@ -180,10 +204,13 @@ class StubServer:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> StubServer:
+        """Starts serving (again, after `stop` or a kill: on the same port)."""
         if self._httpd is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"stub": self})
-        httpd = _Server((HOST, self._port), handler)
+        port = self._bound_port if self._bound_port is not None else self._port
+        self._dead = False
+        httpd = _Server((HOST, port), handler)
         self._httpd = httpd
         self._bound_port = int(httpd.server_address[1])
         self._stopping.clear()
@@ -192,6 +219,19 @@ class StubServer:
         )
         self._thread.start()
         return self
+
+    def kill(self) -> None:
+        """Dies as a crashed server does: the port closes, open connections drop unanswered."""
+        with self._lock:
+            self._dead = True
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.stop()
+        self.killed.set()
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
@@ -237,6 +277,15 @@ class StubServer:
     def chat_bodies(self) -> list[dict[str, Any]]:
         return [r.body for r in self.chat_requests if r.body is not None]
 
+    @property
+    def answered_bodies(self) -> list[dict[str, Any]]:
+        """Bodies of the chat requests answered with a 200 chat completion (generations)."""
+        return [
+            r.body
+            for r in self.chat_requests
+            if r.status == 200 and r.body is not None and r.fault not in ("malformed", "truncated")
+        ]
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -245,6 +294,26 @@ class StubServer:
             self.max_in_flight = self.in_flight
 
     # --- used by the handler ---------------------------------------------------------------
+
+    def _arrive(self) -> bool:
+        """Counts a chat request in; False when the server is (now) dead: drop it."""
+        kill = False
+        with self._lock:
+            if self._dead:
+                return False
+            self._arrived += 1
+            if self.hold and self._arrived >= self.hold:
+                self._held.set()
+            if self.kill_after is not None and self._arrived >= self.kill_after:
+                self.kill_after = None
+                self._dead = kill = True
+        if kill:
+            # From another thread: shutting the server down waits for its accept loop.
+            threading.Thread(target=self.kill, daemon=True).start()
+            return False
+        if self.hold:
+            self._held.wait(60)  # a safety bound only; tests assert on counts, never on time
+        return not self._dead
 
     def _next_fault(self, body: dict[str, Any]) -> str | None:
         with self._lock:
@@ -302,6 +371,27 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body leave in separate writes; with Nagle on, the body waits for the
         # client's delayed ACK (~40 ms on Linux) and every answer looks 40 ms slower.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.stub._lock:
+            dead = self.stub._dead
+            self.stub._connections.add(self.connection)
+        if dead:
+            self.close_connection = True
+            self._drop()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            # The client went away mid-request (reset, timeout): nothing to answer, no trace.
+            self.close_connection = True
+
+    def finish(self) -> None:
+        with self.stub._lock:
+            self.stub._connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:
         # Silent: tests and benchmarks would drown in access logs.
@@ -361,6 +451,11 @@ class _Handler(BaseHTTPRequestHandler):
         fault: str | None = None
         answered: int | str
         try:
+            if not stub._arrive():
+                self._unrecorded = ("POST", self.path, body, has_auth, authorized, "killed")
+                self._drop()
+                self._record_once("drop")
+                return
             fault = stub._next_fault(body)
             # Recorded just before the answer leaves (see _send_json): a client that has its
             # answer must find its request in the record, however loaded the machine.
@@ -382,6 +477,8 @@ class _Handler(BaseHTTPRequestHandler):
             return "drop"
         if fault == "slow":
             stub._sleep(stub.slow_s)
+        elif fault == "spike":
+            stub._sleep(stub.spike_s)
         elif fault == "429":
             return self._send_error(
                 429,
@@ -401,27 +498,35 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_error(404, f"The model `{model}` does not exist.", "NotFoundError")
         if fault == "malformed":
             return self._send_json(200, {"id": "chatcmpl-stub", "object": "chat.completion"})
+        if stub._dead:  # killed while this request waited: it never gets its answer
+            self._drop()
+            return "drop"
         try:
             text = stub.respond(body)
         except Exception as exc:  # a responder bug becomes a visible 500
             return self._send_error(500, f"responder failed: {exc!r}", "server_error")
-        return self._send_json(
-            200,
-            {
-                "id": f"chatcmpl-stub-{id(body):x}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            },
-        )
+        payload = {
+            "id": f"chatcmpl-stub-{id(body):x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+        if fault == "truncated":
+            data = json.dumps(payload).encode()
+            return self._send_raw(200, data[: len(data) // 2], len(data) // 2)
+        if fault == "reset":
+            data = json.dumps(payload).encode()
+            self._send_raw(200, data[: len(data) // 2], len(data), reset=True)
+            return "reset"
+        return self._send_json(200, payload)
 
     def _drop(self) -> None:
         # No status line, no headers: the client sees the peer close mid-request.
@@ -435,7 +540,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record_once(self, status: int | str) -> None:
         if self._unrecorded is not None:
-            self.stub._record(RecordedRequest(*self._unrecorded, status))
+            fields: list[Any] = [*self._unrecorded, status]
+            self.stub._record(RecordedRequest(*fields))
             self._unrecorded = None
 
     def _send_json(
@@ -453,6 +559,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:
             # The client went away (it timed out on a `slow` answer): nothing to tell it.
+            self.close_connection = True
+        return status
+
+    def _send_raw(self, status: int, data: bytes, length: int, reset: bool = False) -> int:
+        """`data` under a Content-Length of `length`; `reset`: then abort the connection (RST)."""
+        self._record_once(status if not reset else "reset")
+        try:
+            self.send_response(status, _reason(status))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+            if reset:
+                # SO_LINGER 0: close() sends a RST instead of a FIN.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+                self.connection.close()
+        except OSError:
             self.close_connection = True
         return status
 
