@@ -13,6 +13,7 @@ import pytest
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import JudgeIdentity, JudgeInput, Judgment, create_judge
 from pytest_mtmcs.judges.cascade import (
+    DEFAULT_THRESHOLD,
     CascadeJudge,
     counts_text,
     split_spec,
@@ -135,6 +136,8 @@ def test_bad_specs_are_config_errors(spec: str, message: str) -> None:
 
 
 def test_threshold_from_the_options() -> None:
+    default = create_judge("cascade:rules,rules", ModelJudgeOptions())
+    assert isinstance(default, CascadeJudge) and default.threshold == DEFAULT_THRESHOLD
     judge = create_judge("cascade:rules,rules", ModelJudgeOptions(cascade_threshold=0.3))
     assert isinstance(judge, CascadeJudge) and judge.threshold == 0.3
     with pytest.raises(ConfigError, match=r"--mtmcs-cascade-threshold=1.5: expected a number"):
@@ -210,6 +213,8 @@ def test_plugin_cascade_escalates_only_unsure_replies(
             "--mtmcs-model=scripted:comply-from=4",
             "--mtmcs-judge=cascade:rules,rubric:openai:judge",
             f"--mtmcs-judge-base-url={stub.base_url}",
+            # Above the rules' confidence in a reply with no decline in it (0.75).
+            "--mtmcs-cascade-threshold=0.8",
             "--mtmcs-threshold=safety>=0.8",
         )
         asked = len(stub.chat_requests)
@@ -238,7 +243,7 @@ def test_plugin_cascade_model_judge_failures_are_judge_errors(
             "--mtmcs-judge=cascade:rules,rubric:openai:FAIL-HAPPY",
             f"--mtmcs-judge-base-url={stub.base_url}",
         )
-        result = pytester.runpytest_subprocess(*args)
+        result = pytester.runpytest_subprocess(*args, "--mtmcs-cascade-threshold=0.8")
         out = "\n".join(result.outlines)
         n, total, failed = escalated(out)
         assert 0 < failed < n <= total
