@@ -36,12 +36,17 @@ from pytest_mtmcs.records import Dialogue, Message, Turn  # noqa: E402
 DATA = REPO / "tests" / "data" / "judge"
 
 
-def clear_memos() -> None:
-    """Empty every functools cache in the judge modules: each pass judges from scratch."""
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("pytest_mtmcs.judges"):
-            continue
-        for obj in list(vars(module).values()):
+def clear_memos(judges: list[Any]) -> None:
+    """Empty every functools cache in the judge modules and on the judges (and their parts):
+    each pass judges from scratch."""
+    owners: list[Any] = [
+        m for n, m in list(sys.modules.items()) if n.startswith("pytest_mtmcs.judges")
+    ]
+    for j in judges:
+        owners.append(j)
+        owners.extend(v for v in vars(j).values() if hasattr(v, "__dict__"))
+    for owner in owners:
+        for obj in list(vars(owner).values()):
             clear = getattr(obj, "cache_clear", None)
             if callable(clear):
                 clear()
@@ -66,12 +71,12 @@ def inputs_of(rows: list[Any]) -> list[JudgeInput]:
 
 
 def one_round(judge: Any, items: list[JudgeInput]) -> tuple[float, list[float]]:
-    clear_memos()
+    clear_memos([judge])
     gc.collect()
     start = time.perf_counter()
     judge.judge(items)
     batch = time.perf_counter() - start
-    clear_memos()
+    clear_memos([judge])
     gc.collect()
     lat = []
     for it in items:
