@@ -126,11 +126,15 @@ def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
         for k in CACHE_KEYS:
             out.cache[k] += int((i.get("cache") or {}).get(k, 0))
         out.model_calls += int(i.get("model_calls", 0))
+    # Replicas of an openai: backend set aside during the run (every process's own lines).
+    replicas = [line for i in infos for line in (i.get("replicas") or ())]
     # A cascade judge's counts (replies judged, escalated, failed there): every process's own.
     from pytest_mtmcs.judges.cascade import summary_counts
 
     if out.info:
         out.info["judge_counts"] = summary_counts(infos)
+        if replicas:
+            out.info["replicas"] = list(dict.fromkeys(replicas))
     return out
 
 
@@ -217,6 +221,7 @@ def finish(
         files.extend(recorded.files)
     lines = (
         format_outcome(suites, info, run.cache, run.model_calls, gate=options.gate, shard=shard)
+        + [str(line) for line in info.get("replicas") or ()]
         + extra_lines
         + lines
     )

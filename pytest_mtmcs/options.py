@@ -152,7 +152,8 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-base-url",
-        "base URL of an OpenAI-compatible server (default: $OPENAI_BASE_URL)",
+        "base URL of an OpenAI-compatible server; several replicas comma-separated "
+        "(default: $OPENAI_BASE_URL)",
         metavar="URL",
     ),
     Opt(

@@ -572,6 +572,10 @@ class MtmcsSession:
             # A cascade's replies judged / escalated / failed there (summed over processes).
             info["judge_counts"] = dict(getattr(self._judge, "counts", None) or {})
             info["model_calls"] = sum(e.model_calls for e in engines)
+            # Replicas of an openai: backend that were set aside (for the summary).
+            replicas = getattr(self._backend, "replica_summary", None)
+            if callable(replicas) and replicas():
+                info["replicas"] = list(replicas())
             info["cache"] = {
                 "hits": getattr(self._cache, "hits", 0),
                 "misses": getattr(self._cache, "misses", 0),

@@ -261,6 +261,7 @@ class OpenAICompatBackend:
         clock: Callable[[], float] = time.monotonic,
         replica_failures: int = 3,
         replica_cooldown_s: float = 10.0,
+        on_replica_event: Callable[[str], None] | None = None,
     ) -> None:
         urls = split_base_urls(base_url)
         if not urls:
@@ -279,6 +280,7 @@ class OpenAICompatBackend:
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._replica_failures = replica_failures
         self._replica_cooldown_s = replica_cooldown_s
+        self._on_replica_event = on_replica_event
         hosts = sorted({urlsplit(u).netloc.rpartition("@")[2].lower() for u in urls})
         self._host = ",".join(hosts)
         self._lock = threading.Lock()
@@ -488,6 +490,7 @@ class OpenAICompatBackend:
                 failures_to_trip=self._replica_failures,
                 cooldown_s=self._replica_cooldown_s,
                 clock=self._clock,
+                on_event=self._on_replica_event,
             )
             self._sem = asyncio.Semaphore(self.concurrency)
         return self._replicas, self._sem
@@ -548,6 +551,7 @@ class OpenAICompatBackend:
         while True:
             attempts += 1
             replica = replicas.pick(previous)
+            started = self._clock()
             where = replica
             retry_after: float | None = None
             failover = False
@@ -556,12 +560,14 @@ class OpenAICompatBackend:
                 response = await replica.pool.request("POST", "/chat/completions", body)
             except RequestTimeout:
                 last = f"timed out after {self.timeout_s:g} s"
-                replicas.failed(replica, "timed out")
+                replicas.failed(replica, "timed out", started)
             except TransportError as exc:
                 detail = self._scrub(_one_line(str(exc))) or "no detail"
                 last = f"connection error ({type(exc).__name__}: {detail})"
                 refused = isinstance(exc, ConnectError)
-                replicas.failed(replica, "connection refused" if refused else "connection lost")
+                replicas.failed(
+                    replica, "connection refused" if refused else "connection lost", started
+                )
                 # Another replica is up: go there at once rather than wait out a backoff.
                 failover = replicas.has_other_up(replica)
             else:
@@ -583,7 +589,7 @@ class OpenAICompatBackend:
                             f"(not retried){self._hint(status, text)}"
                         )
                     if status >= 500:
-                        replicas.failed(replica, f"{status} {_reason(response)}")
+                        replicas.failed(replica, f"{status} {_reason(response)}", started)
                         failover = replicas.has_other_up(replica)
                     retry_after = parse_retry_after(response.headers)
             finally:
@@ -775,8 +781,9 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
     )
     seed = extra.get("backoff_seed")
     clock = extra.get("clock", time.monotonic)
-    if not callable(clock):
-        raise ConfigError("openai backend option clock: expected a callable")
+    on_event = extra.get("on_replica_event")
+    if not callable(clock) or (on_event is not None and not callable(on_event)):
+        raise ConfigError("openai backend options clock, on_replica_event: expected callables")
     return OpenAICompatBackend(
         model,
         urls,
@@ -788,4 +795,5 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
         clock=clock,
         replica_failures=int(_option_float(extra, "replica_failures", 3)),
         replica_cooldown_s=_option_float(extra, "replica_cooldown_s", 10.0),
+        on_replica_event=on_event,
     )

@@ -47,6 +47,7 @@ class ReplicaSet(Generic[P]):
         failures_to_trip: int = FAILURES_TO_TRIP,
         cooldown_s: float = COOLDOWN_S,
         clock: Callable[[], float] = time.monotonic,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         if not replicas:
             raise ValueError("no replicas")
@@ -55,6 +56,12 @@ class ReplicaSet(Generic[P]):
         self.cooldown_s = cooldown_s
         self.clock = clock
         self.events: list[str] = []
+        self._on_event = on_event
+
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        if self._on_event is not None:
+            self._on_event(text)
 
     def pick(self, avoid: Replica[P] | None = None) -> Replica[P]:
         """The replica for the next attempt: up, fewest in flight, not `avoid` when there is
@@ -89,25 +96,29 @@ class ReplicaSet(Generic[P]):
         if replica.down_until is not None:
             replica.down_until = None
             replica.restored = True
-            self.events.append(f"replica {replica.shown} restored")
+            self._event(f"replica {replica.shown} restored")
 
-    def failed(self, replica: Replica[P], reason: str) -> None:
-        """A connection failure or a 5xx from `replica`."""
+    def failed(self, replica: Replica[P], reason: str, started: float | None = None) -> None:
+        """A connection failure or a 5xx from `replica`, of an attempt begun at clock time
+        `started` (default: now). The failure of an attempt begun before the replica's cool-down
+        ended is old news and does not set it aside again."""
         if len(self.replicas) == 1:
             return  # nowhere else to go: the backend's retries and backoff decide
-        replica.failures += 1
         now = self.clock()
+        if replica.down_until is not None and (now if started is None else started) < (
+            replica.down_until
+        ):
+            return
+        replica.failures += 1
         back_on_probation = replica.down_until is not None and now >= replica.down_until
         if replica.failures >= self.failures_to_trip or back_on_probation:
-            if replica.down_until is not None and now < replica.down_until:
-                return  # already set aside (an answer from before the trip)
             replica.down_until = now + self.cooldown_s
             replica.trips += 1
             replica.restored = False
             replica.failures = 0
             if reason not in replica.reasons:
                 replica.reasons.append(reason)
-            self.events.append(f"replica {replica.shown} set aside ({reason})")
+            self._event(f"replica {replica.shown} set aside ({reason})")
 
     def summary(self) -> list[str]:
         """One line per replica that was set aside, e.g.

@@ -343,6 +343,20 @@ class StubServer:
             if request.path.endswith("/chat/completions"):
                 self.counts[request.status] += 1
 
+    def _unsent(self, request: RecordedRequest) -> None:
+        """An answer recorded before it left, whose write then failed (the client or a kill
+        closed the connection): it never reached the client, so it is no generation."""
+        import dataclasses
+
+        with self._lock:
+            for i in range(len(self.requests) - 1, -1, -1):
+                if self.requests[i] is request:
+                    self.requests[i] = dataclasses.replace(request, status="unsent")
+                    if request.path.endswith("/chat/completions"):
+                        self.counts[request.status] -= 1
+                        self.counts["unsent"] += 1
+                    break
+
     def _check_auth(self, header: str | None) -> bool | None:
         if self._api_key is None:
             return None
@@ -538,17 +552,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     _unrecorded: tuple[Any, ...] | None = None
 
-    def _record_once(self, status: int | str) -> None:
-        if self._unrecorded is not None:
-            fields: list[Any] = [*self._unrecorded, status]
-            self.stub._record(RecordedRequest(*fields))
-            self._unrecorded = None
+    def _record_once(self, status: int | str) -> RecordedRequest | None:
+        if self._unrecorded is None:
+            return None
+        fields: list[Any] = [*self._unrecorded, status]
+        record = RecordedRequest(*fields)
+        self.stub._record(record)
+        self._unrecorded = None
+        return record
 
     def _send_json(
         self, status: int, payload: Any, headers: Mapping[str, str] | None = None
     ) -> int:
         data = json.dumps(payload).encode()
-        self._record_once(status)
+        record = self._record_once(status)
         try:
             self.send_response(status, _reason(status))
             self.send_header("Content-Type", "application/json")
@@ -560,6 +577,8 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             # The client went away (it timed out on a `slow` answer): nothing to tell it.
             self.close_connection = True
+            if record is not None:
+                self.stub._unsent(record)
         return status
 
     def _send_raw(self, status: int, data: bytes, length: int, reset: bool = False) -> int:
