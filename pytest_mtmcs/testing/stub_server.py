@@ -286,6 +286,11 @@ class StubServer:
             if r.status == 200 and r.body is not None and r.fault not in ("malformed", "truncated")
         ]
 
+    def heal(self) -> None:
+        """No more injected faults from now on (the same server, so the same cache keys)."""
+        with self._lock:
+            self._faults = None
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
