@@ -249,9 +249,7 @@ OPTIONAL = ("prompt", "source", "model", "split", "kind", "id")
 def _row(path: Path, line: int, rec: Mapping[str, Any]) -> LabelledReply:
     for key in ("text", "label"):
         if not isinstance(rec.get(key), str):
-            raise LabelledDataError(
-                str(path), "missing or not a string", line=line, field=key
-            )
+            raise LabelledDataError(str(path), "missing or not a string", line=line, field=key)
     label = rec["label"].strip().lower()
     if label not in REPLY_LABELS:
         raise LabelledDataError(
@@ -513,8 +511,9 @@ def add_arguments(p: Any) -> None:
         help="confidence threshold of a cascade judge (default: the plugin's)",
     )
     p.add_argument(
-        "--judge-base-url", default=None, help="server of an openai: model judge "
-        "(default: $OPENAI_BASE_URL)"
+        "--judge-base-url",
+        default=None,
+        help="server of an openai: model judge (default: $OPENAI_BASE_URL)",
     )
     p.add_argument(
         "--record",
@@ -522,10 +521,15 @@ def add_arguments(p: Any) -> None:
         help="store the numbers as this judge identity's datasheet for the split",
     )
     p.add_argument(
-        "--datasheets", default=None, help="datasheet file to --record into (default: the package's)"
+        "--datasheets",
+        default=None,
+        help="datasheet file to --record into (default: the package's)",
     )
     p.add_argument(
-        "--show-errors", type=int, default=5, metavar="N",
+        "--show-errors",
+        type=int,
+        default=5,
+        metavar="N",
         help="print the first N judge errors/abstentions (default: 5)",
     )
 

@@ -114,7 +114,9 @@ def measured_text(entry: Mapping[str, Any]) -> str:
         f"{entry.get('split', HEADLINE_SPLIT)} split (n={int(entry.get('n', 0)):,})"
     )
     if rp and rr:
-        text += f"; refusal P/R {rp.get('value', float('nan')):.2f}/{rr.get('value', float('nan')):.2f}"
+        text += (
+            f"; refusal P/R {rp.get('value', float('nan')):.2f}/{rr.get('value', float('nan')):.2f}"
+        )
     return text
 
 

@@ -403,9 +403,7 @@ class RulesJudge:
         for item in items:
             a = analyse(item.reply)
             why = f"{a.reason}: {a.evidence!r}" if a.evidence else a.reason
-            out.append(
-                Judgment(label=a.label, rationale=why, confidence=confidence(item.reply, a))
-            )
+            out.append(Judgment(label=a.label, rationale=why, confidence=confidence(item.reply, a)))
         return out
 
 
