@@ -193,4 +193,36 @@ def _os_reason(exc: OSError) -> str:
     return str(exc)
 
 
-__all__ = ["check_outputs", "check_specs", "outputs_or_usage_error"]
+class EndOfRunFailed:
+    """Around the end of the run (aggregate, gate, report, baseline): an OSError (a full disk, a
+    report folder that went away) or one of our errors becomes the summary and a failed run,
+    never an internal traceback after every dialogue has run."""
+
+    def __init__(self, mtmcs_session: Any, session: Any) -> None:
+        self.mtmcs = mtmcs_session
+        self.session = session
+        self.error: str | None = None
+
+    def __enter__(self) -> EndOfRunFailed:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, (OSError, MtmcsError)):
+            return False
+        text = str(exc)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            where = f" ({exc.filename})" if exc.filename else ""
+            text = f"{_os_reason(exc)}{where}"
+        self.error = text
+        self.mtmcs.summary_lines = [
+            f"END OF RUN FAILED: {text}",
+            "The dialogues' own outcomes above stand; the gate, the report and any baseline "
+            "update did not complete. Fix the cause and re-run: finished turns come from the cache.",
+        ]
+        self.mtmcs.gate_failed = True
+        if self.session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return True
+
+
+__all__ = ["EndOfRunFailed", "building", "check_outputs", "check_specs", "outputs_or_usage_error"]

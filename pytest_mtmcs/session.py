@@ -608,14 +608,19 @@ class MtmcsSession:
         # workers.
         for name, m in run.suites.items():
             self.suite_meta.setdefault(name, SuiteMeta(**m))
-        outcome = finish(
-            self.results.values(),
-            {name: m.as_dict() for name, m in self.suite_meta.items()},
-            self.baselines(),
-            self.end_options(),
-            run,
-            Sources(dialogues=self.dialogues_of, judge=self.judge_for_rejudge),
-        )
+        from pytest_mtmcs.preflight import EndOfRunFailed
+
+        with EndOfRunFailed(self, session) as failed:
+            outcome = finish(
+                self.results.values(),
+                {name: m.as_dict() for name, m in self.suite_meta.items()},
+                self.baselines(),
+                self.end_options(),
+                run,
+                Sources(dialogues=self.dialogues_of, judge=self.judge_for_rejudge),
+            )
+        if failed.error:  # a full disk, a report folder gone: said, failed, no traceback
+            return
         self.summary_lines = outcome.lines
         if outcome.failed and session.exitstatus in (
             pytest.ExitCode.OK,

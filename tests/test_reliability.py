@@ -213,3 +213,24 @@ def test_one_suite_named_twice_runs_once(pytester, suite, specs, xdist):
     )
     outcomes = result.parseoutcomes()
     assert sum(outcomes.get(k, 0) for k in ("passed", "xfailed", "failed")) == 8, outcomes
+
+
+def test_full_disk_at_the_end_of_the_run_is_a_failed_run_not_a_traceback(
+    pytester, suite, monkeypatch
+):
+    import errno
+
+    import pytest_mtmcs.report
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "rep/report.html")
+
+    monkeypatch.setattr(pytest_mtmcs.report, "write_report", full_disk)
+    result = pytester.runpytest(
+        "suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all",
+        "--mtmcs-report=rep",
+    )  # fmt: skip
+    text = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, text
+    assert "END OF RUN FAILED: no space left on device (rep/report.html)" in text
+    no_traceback(text)
