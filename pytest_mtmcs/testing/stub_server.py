@@ -33,6 +33,7 @@ Command line (for users): `python -m pytest_mtmcs.testing.stub_server --port 800
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import socket
@@ -164,6 +165,7 @@ class StubServer:
         port: int = 0,
         hold: int = 0,
         kill_after: int | None = None,
+        log: str | None = None,
     ) -> None:
         """`model`: when set, the only model served (others get 404, as vLLM does); when None,
         any model name is accepted and `GET /v1/models` lists `stub-model`.
@@ -179,6 +181,8 @@ class StubServer:
         self.hold = hold
         self.kill_after = kill_after
         self.killed = threading.Event()
+        # With a log file: one line per chat request, and no bodies kept in memory.
+        self._log = open(log, "a", encoding="utf-8") if log else None
         self._dead = False
         self._held = threading.Event()
         self._arrived = 0
@@ -240,6 +244,8 @@ class StubServer:
         self._stopping.set()  # wakes handlers sleeping in latency or `slow`
         httpd.shutdown()
         httpd.server_close()
+        if self._log is not None:
+            self._log.flush()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -344,6 +350,21 @@ class StubServer:
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
+            if self._log is not None and request.path.endswith("/chat/completions"):
+                digest = hashlib.sha256(
+                    json.dumps(request.body, sort_keys=True).encode()
+                ).hexdigest()
+                line = {"status": request.status, "fault": request.fault, "body": digest}
+                self._log.write(json.dumps(line) + "\n")
+                request = RecordedRequest(
+                    request.method,
+                    request.path,
+                    None,
+                    request.has_authorization,
+                    request.authorized,
+                    request.fault,
+                    request.status,
+                )
             self.requests.append(request)
             if request.path.endswith("/chat/completions"):
                 self.counts[request.status] += 1
@@ -354,6 +375,10 @@ class StubServer:
         import dataclasses
 
         with self._lock:
+            if self._log is not None:
+                digest = hashlib.sha256(json.dumps(request.body, sort_keys=True).encode())
+                line = {"status": "unsent", "fault": request.fault, "body": digest.hexdigest()}
+                self._log.write(json.dumps(line) + "\n")
             for i in range(len(self.requests) - 1, -1, -1):
                 if self.requests[i] is request:
                     self.requests[i] = dataclasses.replace(request, status="unsent")
@@ -643,6 +668,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated kinds for --fault-rate, from: {', '.join(FAULT_KINDS)}",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument(
+        "--log",
+        default=None,
+        help="write one JSON line per chat request (status, fault, sha256 of the body) to this "
+        "file, and keep no bodies in memory (for long load runs)",
+    )
     args = parser.parse_args(argv)
     faults: FaultPolicy | None = None
     if args.fault_rate > 0:
@@ -652,7 +683,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     server = StubServer(
-        latency_s=args.latency_ms / 1000.0, faults=faults, model=args.model, port=args.port
+        latency_s=args.latency_ms / 1000.0,
+        faults=faults,
+        model=args.model,
+        port=args.port,
+        log=args.log,
     )
     try:
         server.start()
