@@ -92,7 +92,8 @@ def fresh_specs(config: pytest.Config, specs: Iterable[str]) -> list[str]:
     A folder spec and a spec naming its suite.toml are the same suite; importer specs
     (`PREFIX:PATH`) are kept once each.
     """
-    seen = set(config.stash.get(SUITE_FOLDERS_KEY, set()))
+    noted: set[Path] = config.stash.get(SUITE_FOLDERS_KEY, set())
+    seen = set(noted)
     kept: list[str] = []
     named: set[str] = set()
     for spec in specs:
