@@ -96,7 +96,7 @@ def test_end_of_run_modules_form_no_cycle() -> None:
         path.append(m)
         for n in sorted(sub[m]):
             if state.get(n) == 1:
-                cycle = path[path.index(n) :] + [n]
+                cycle = [*path[path.index(n) :], n]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if n not in state:
                 dfs(n)
@@ -130,7 +130,16 @@ def test_outcome_objects_depend_on_no_end_of_run_module() -> None:
 
 def test_finish_and_what_it_calls_import_no_pytest() -> None:
     """No pytest object enters the end of a run: its modules do not even import pytest."""
-    for name in ("finish", "aggregate", "summary", "report", "baseline_update", "outcome", "shards"):
+    for name in (
+        "finish",
+        "aggregate",
+        "summary",
+        "report",
+        "baseline_update",
+        "outcome",
+        "shards",
+        "merge",
+    ):
         tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
         runtime = [
             n
