@@ -74,7 +74,7 @@ def run_size(workdir: Path, dialogues: int, rate: float, concurrency: int) -> di
             output = out.read()
         wall = time.perf_counter() - start
     finally:
-        stub.send_signal(2)
+        stub.terminate()
         stub.communicate(timeout=60)
     peak_mb = usage.ru_maxrss / 1024
     counts = Counter()

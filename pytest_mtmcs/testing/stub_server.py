@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import random
+import signal
 import socket
 import struct
 import threading
@@ -182,7 +183,7 @@ class StubServer:
         self.kill_after = kill_after
         self.killed = threading.Event()
         # With a log file: one line per chat request, and no bodies kept in memory.
-        self._log = open(log, "a", encoding="utf-8") if log else None
+        self._log = open(log, "a", encoding="utf-8", buffering=1) if log else None
         self._dead = False
         self._held = threading.Event()
         self._arrived = 0
@@ -694,6 +695,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         parser.error(f"cannot listen on {HOST}:{args.port}: {exc}")
     print(f"stub chat-completions server at {server.base_url} (Ctrl-C to stop)", flush=True)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops it as Ctrl-C does; so does SIGINT even when started in the background, where
+    # a shell starts it with SIGINT ignored.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         while True:
             time.sleep(3600)
