@@ -1,6 +1,7 @@
 """Speed of the plugin at benchmark scale, measured side by side in one run (issue 3).
 
     python benchmarks/bench_plugin.py [--only floor,hf,openai,cache,xdist] [--workdir DIR]
+        [--repeat N] [--floor-xdist]
 
 Measurements (each printed, and written as its own section of benchmarks/RESULTS.md together with
 the exact command line; a section not measured in this run is left as it was):
@@ -13,8 +14,8 @@ the exact command line; a section not measured in this run is left as it was):
 - cache: a cold plugin run against a warm-cache re-run (tiny checkpoint, 16 new tokens).
 - xdist: `-n 2` against `-n 0` on the tiny checkpoint (1,024 dialogues, 16 new tokens).
 
-Times are wall-clock seconds of whole processes (the interpreter start included), best of
-`--repeat` runs where repeated, plus CPU seconds (user + system, the process and its reaped
+Times are wall-clock seconds of whole processes (the interpreter start included), medians of
+`--repeat` rounds where repeated (the floor: medians of per-round ratios too), plus CPU seconds (user + system, the process and its reaped
 children) because shared machines are noisy. Subprocesses run with the repository first on
 PYTHONPATH, in scratch folders under `--workdir` that have no pytest configuration of their own.
 """
@@ -26,6 +27,7 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +58,7 @@ SECTION_TITLES = {
     "xdist": "xdist: -n 2 vs -n 0 (tiny checkpoint)",
 }
 TARGETS = {
-    "floor": "collection within 2x, total within 1.5x",
+    "floor": "collection within 2x, total within 1.3x (wall, median of per-round ratios)",
     "hf": ">= 3x dialogues/s, matching outputs",
     "openai": ">= 20x requests/s",
     "cache": "0 generated on the warm run, >= 10x faster",
@@ -101,13 +103,19 @@ def _plugin_args() -> list[str]:
     )
 
 
-def run_timed(cmd: Sequence[str], cwd: Path, *, timeout_s: float = 3600) -> Timed:
-    """Runs a command, output to a file; wall time and CPU time of it and its reaped children."""
+def run_timed(
+    cmd: Sequence[str], cwd: Path, *, timeout_s: float = 3600, source: Path | None = None
+) -> Timed:
+    """Runs a command, output to a file; wall time and CPU time of it and its reaped children.
+
+    `source`: another checkout of the plugin to import instead of this one (first on PYTHONPATH).
+    """
+    env = _env()
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env["PYTHONPATH"]])
     with tempfile.TemporaryFile("w+b") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            list(cmd), cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = start + timeout_s
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -142,10 +150,6 @@ def summary_counts(output: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _best(runs: Sequence[Timed]) -> tuple[float, float]:
-    return min(r.wall_s for r in runs), min(r.cpu_s for r in runs)
-
-
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
 
@@ -164,52 +168,119 @@ def _verdict(met: bool | None) -> str:
 # --- 1. instant backend vs pytest's floor -----------------------------------------------------
 
 
-def bench_floor(workdir: Path, repeat: int) -> Section:
-    suite = _suite(workdir, FLOOR_TESTS)
+def _median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def bench_floor(
+    workdir: Path,
+    repeat: int,
+    xdist: bool = False,
+    variants: Sequence[tuple[str, Path]] = (),
+    tests: int = FLOOR_TESTS,
+) -> Section:
+    """The plugin on an instant backend against pytest's floor, side by side in every round.
+
+    Each round times the floor and the plugin back to back (the order alternating between rounds,
+    so that drift on a shared machine hits both alike) and takes their ratio; the table reports
+    the median over rounds of each time and of each ratio. `variants` (label, checkout): other
+    versions of the plugin (e.g. `git worktree add DIR COMMIT`) timed in the same rounds, for a
+    before/after table of the total run.
+    """
+    suite = _suite(workdir, tests)
     project = suite.parent
-    floor_dir = workdir / "floor"
+    floor_dir = workdir / ("floor" if tests == FLOOR_TESTS else f"floor-{tests}")
     floor_dir.mkdir(parents=True, exist_ok=True)
     (floor_dir / "test_floor.py").write_text(
-        f'import pytest\n\n\n@pytest.mark.parametrize("i", range({FLOOR_TESTS}))\n'
+        f'import pytest\n\n\n@pytest.mark.parametrize("i", range({tests}))\n'
         "def test_x(i):\n    pass\n",
         encoding="utf-8",
     )
     plugin = ["suite", "-q", "--mtmcs-no-cache", "--mtmcs-model=scripted:refuse-all"]
     floor = ["test_floor.py", "-q"]
-    runs: dict[str, list[Timed]] = {"fc": [], "pc": [], "fr": [], "pr": []}
+    phases: list[tuple[str, str, list[str]]] = [
+        ("collection (`--collect-only`)", "c", ["--collect-only"]),
+        ("total run", "r", []),
+    ]
+    if xdist:
+        phases.append(("total run, `-n 2`", "x", ["-n", "2"]))
+    runs: dict[str, list[Timed]] = {f"{side}{key}": [] for _, key, _ in phases for side in "fp"}
+    for label, _ in variants:
+        runs[f"v:{label}"] = []
     for i in range(repeat):
-        # Alternate the order so that drift on a shared machine hits both sides alike.
-        order = [("fc", floor_dir, floor), ("pc", project, plugin)]
-        if i % 2:
-            order.reverse()
-        for key, cwd, args in order:
-            runs[key].append(_check(run_timed(pytest_cmd(*args, "--collect-only"), cwd), key))
-        order = [("fr", floor_dir, floor), ("pr", project, plugin)]
-        if i % 2:
-            order.reverse()
-        for key, cwd, args in order:
-            runs[key].append(_check(run_timed(pytest_cmd(*args), cwd), key))
+        for _, key, extra in phases:
+            order: list[tuple[str, Path, list[str], Path | None]] = [
+                (f"f{key}", floor_dir, floor, None),
+                (f"p{key}", project, plugin, None),
+            ]
+            if key == "r":
+                order += [(f"v:{label}", project, plugin, src) for label, src in variants]
+            if i % 2:
+                order.reverse()
+            for name, cwd, args, src in order:
+                runs[name].append(
+                    _check(run_timed(pytest_cmd(*args, *extra), cwd, source=src), name)
+                )
         print(
             f"  floor round {i + 1}/{repeat}: "
-            + ", ".join(f"{k} {runs[k][-1].wall_s:.1f}s" for k in runs),
+            + ", ".join(f"{k} {v[-1].wall_s:.1f}s/{v[-1].cpu_s:.1f}cpu" for k, v in runs.items()),
             flush=True,
         )
-    fc, pc, fr, pr = (_best(runs[k]) for k in ("fc", "pc", "fr", "pr"))
-    collect_ratio, total_ratio = _ratio(pc[0], fc[0]), _ratio(pr[0], fr[0])
-    met = collect_ratio <= 2.0 and total_ratio <= 1.5
     lines = [
-        f"Suite: `make_native_scale.py`, {FLOOR_TESTS:,} dialogues (lengths 1-8, twins, "
-        "752 images, 2 questions each); plugin: `pytest suite -q -p no:cacheprovider "
+        f"Suite: `make_native_scale.py`, {tests:,} dialogues (lengths 1-8, twins, "
+        "images, 2 questions each); plugin: `pytest suite -q -p no:cacheprovider "
         "--mtmcs-no-cache --mtmcs-model=scripted:refuse-all`; floor: `pytest test_floor.py -q "
-        f'-p no:cacheprovider` with `@pytest.mark.parametrize("i", range({FLOOR_TESTS}))`. '
-        f"Best of {repeat}.",
+        f'-p no:cacheprovider` with `@pytest.mark.parametrize("i", range({tests}))`. '
+        f"{repeat} rounds, floor and plugin back to back in each (order alternating); medians "
+        "over rounds of the times and of the per-round ratios.",
         "",
         "| | floor wall s | plugin wall s | ratio | floor CPU s | plugin CPU s | CPU ratio | target |",
         "|---|---|---|---|---|---|---|---|",
-        f"| collection (`--collect-only`) | {fc[0]:.1f} | {pc[0]:.1f} | {collect_ratio:.2f}x | "
-        f"{fc[1]:.1f} | {pc[1]:.1f} | {_ratio(pc[1], fc[1]):.2f}x | <= 2x |",
-        f"| total run | {fr[0]:.1f} | {pr[0]:.1f} | {total_ratio:.2f}x | {fr[1]:.1f} | "
-        f"{pr[1]:.1f} | {_ratio(pr[1], fr[1]):.2f}x | <= 1.5x |",
+    ]
+    met = True
+    for title, key, _ in phases:
+        f, p = runs[f"f{key}"], runs[f"p{key}"]
+        wall_ratio = _median([_ratio(b.wall_s, a.wall_s) for a, b in zip(f, p, strict=True)])
+        cpu_ratio = _median([_ratio(b.cpu_s, a.cpu_s) for a, b in zip(f, p, strict=True)])
+        target = 2.0 if key == "c" else 1.3
+        met = met and wall_ratio <= target
+        lines.append(
+            f"| {title} | {_median([r.wall_s for r in f]):.1f} | {_median([r.wall_s for r in p]):.1f} "
+            f"| {wall_ratio:.2f}x | {_median([r.cpu_s for r in f]):.1f} | "
+            f"{_median([r.cpu_s for r in p]):.1f} | {cpu_ratio:.2f}x | <= {target:g}x |"
+        )
+    if variants:
+        lines += [
+            "",
+            "Versions of the plugin timed in the same rounds (total run):",
+            "",
+            "| plugin | wall s | ratio | CPU s | CPU ratio |",
+            "|---|---|---|---|---|",
+        ]
+        fr = runs["fr"]
+        for label, key in [
+            *((label, f"v:{label}") for label, _ in variants),
+            ("this checkout", "pr"),
+        ]:
+            v = runs[key]
+            lines.append(
+                f"| {label} | {_median([r.wall_s for r in v]):.1f} | "
+                f"{_median([_ratio(b.wall_s, a.wall_s) for a, b in zip(fr, v, strict=True)]):.2f}x | "
+                f"{_median([r.cpu_s for r in v]):.1f} | "
+                f"{_median([_ratio(b.cpu_s, a.cpu_s) for a, b in zip(fr, v, strict=True)]):.2f}x |"
+            )
+    lines += [
+        "",
+        "Per-round wall ratios (plugin / floor): "
+        + "; ".join(
+            f"{title.split(' (')[0]}: "
+            + ", ".join(
+                f"{_ratio(b.wall_s, a.wall_s):.2f}"
+                for a, b in zip(runs[f"f{key}"], runs[f"p{key}"], strict=True)
+            )
+            for title, key, _ in phases
+        )
+        + ".",
     ]
     return Section("floor", lines, met)
 
@@ -521,7 +592,23 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {', '.join(MEASUREMENTS)}",
     )
     parser.add_argument("--workdir", help="scratch folder (default: a fresh temporary folder)")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds of the floor measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the floor measurement")
+    parser.add_argument(
+        "--floor-xdist", action="store_true", help="floor measurement: also time both with -n 2"
+    )
+    parser.add_argument(
+        "--floor-dialogues",
+        type=int,
+        default=FLOOR_TESTS,
+        help="floor measurement: suite size (and as many trivial tests)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="floor measurement: also time the plugin from another checkout DIR (repeatable)",
+    )
     parser.add_argument("--hf-dialogues", type=int, default=512)
     parser.add_argument("--openai-requests", type=int, default=512)
     parser.add_argument(
@@ -538,6 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(MEASUREMENTS))
     if unknown:
         parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
+    variants: list[tuple[str, Path]] = []
+    for v in args.variant:
+        label, sep, folder = v.partition("=")
+        if not sep or not (Path(folder) / "pytest_mtmcs" / "plugin.py").is_file():
+            parser.error(f"--variant {v!r}: expected LABEL=DIR with DIR a checkout of the plugin")
+        variants.append((label, Path(folder).resolve()))
     command = "python benchmarks/bench_plugin.py" + "".join(
         f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -545,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         runners: dict[str, Callable[[], Section]] = {
-            "floor": lambda: bench_floor(workdir, args.repeat),
+            "floor": lambda: bench_floor(
+                workdir, args.repeat, args.floor_xdist, variants, args.floor_dialogues
+            ),
             "hf": lambda: bench_hf(workdir, args.hf_dialogues, args.max_new_tokens),
             "openai": lambda: bench_openai(
                 workdir, args.openai_requests, args.openai_sequential, args.latency_ms

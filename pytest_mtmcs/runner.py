@@ -27,10 +27,14 @@ from pytest_mtmcs.records import (
     DialogueResult,
     GenerationSettings,
     Message,
+    Question,
     QuestionResult,
     ReplyResult,
     RequestMeta,
 )
+
+_UNSEEN = object()
+_PARSED_MAX = 65536
 
 
 class Cache(Protocol):
@@ -66,9 +70,14 @@ class _State:
     dialogue: Dialogue
     with_image: frozenset[int]
     messages: list[Message] = field(default_factory=list)
+    # Per message, what makes two conversations the same (role, text, image hash): requests
+    # without a cache key are deduplicated on it.
+    signature: list[tuple[str, str, str | None]] = field(default_factory=list)
     pos: int = 0  # index into dialogue.turns of the next turn to consume
     user_turn: int = 0
-    replies: list[ReplyResult] = field(default_factory=list)
+    # Per live reply, before judging: (user turn, text, from cache, latency share).
+    raw: list[tuple[int, str, bool, float]] = field(default_factory=list)
+    replies: list[ReplyResult] = field(default_factory=list)  # judged, after the last round
     contexts: list[tuple[Message, ...]] = field(default_factory=list)  # history per reply
     error: str | None = None
     cache_hits: int = 0
@@ -77,17 +86,19 @@ class _State:
     def advance_to_live_turn(self) -> bool:
         """Consumes scripted turns; stops after the next live user turn. False when done."""
         turns = self.dialogue.turns
-        while self.pos < len(turns):
+        n = len(turns)
+        while self.pos < n:
             turn = turns[self.pos]
             self.pos += 1
             if turn.role == "assistant":
                 self.messages.append(Message("assistant", turn.text))
+                self.signature.append(("assistant", turn.text, None))
                 continue
             self.user_turn += 1
             image = self.dialogue.image if self.user_turn in self.with_image else None
             self.messages.append(Message("user", turn.text, image))
-            scripted = self.pos < len(turns) and turns[self.pos].role == "assistant"
-            if not scripted:
+            self.signature.append(("user", turn.text, image.sha256 if image else None))
+            if self.pos >= n or turns[self.pos].role != "assistant":
                 return True
         return False
 
@@ -122,6 +133,8 @@ class Engine:
         self._fingerprint: Mapping[str, Any] | None = None
         self.model_calls = 0  # requests actually sent to the backend
         self.generated_turns = 0
+        # Parsed intent answers by (kind, options, answer text): answers repeat on fast backends.
+        self._parsed: dict[tuple[str, tuple[str, ...], str], str | None] = {}
 
     @property
     def fingerprint(self) -> Mapping[str, Any]:
@@ -131,8 +144,15 @@ class Engine:
 
     # -- generation with the cache in front --------------------------------------------------
 
-    def _generate(self, requests: Sequence[ChatRequest]) -> list[tuple[str | BackendError, bool]]:
-        """Results per request, with whether each came from the cache."""
+    def _generate(
+        self,
+        requests: Sequence[ChatRequest],
+        signatures: Sequence[tuple[Any, ...]] | None = None,
+    ) -> list[tuple[str | BackendError, bool]]:
+        """Results per request, with whether each came from the cache.
+
+        `signatures` (one per request, as `_signature` would compute it) saves recomputing them.
+        """
         keys: list[str] = []
         cached: dict[str, str] = {}
         if self.cache is not None:
@@ -157,7 +177,12 @@ class Engine:
             if keys and keys[i] in cached:
                 out[i] = (cached[keys[i]], True)
                 continue
-            same = keys[i] if keys else _signature(request)
+            if keys:
+                same: Any = keys[i]
+            elif signatures is not None:
+                same = signatures[i]
+            else:
+                same = _signature(request)
             if same in first:
                 copies[first[same]].append(i)
                 continue
@@ -193,33 +218,37 @@ class Engine:
 
     def run(self, dialogues: Iterable[Dialogue]) -> dict[str, DialogueResult]:
         placement = self.settings.image_placement
+        settings = self.settings
         states = [_State(d, image_turns(d, placement)) for d in dialogues]
         active = [s for s in states if s.advance_to_live_turn()]
         while active:
+            histories = [tuple(s.messages) for s in active]
             requests = [
-                ChatRequest(
-                    tuple(s.messages),
-                    self.settings,
-                    RequestMeta(s.dialogue.id, s.user_turn, "turn"),
-                )
-                for s in active
+                ChatRequest(h, settings, RequestMeta(s.dialogue.id, s.user_turn, "turn"))
+                for s, h in zip(active, histories, strict=True)
             ]
+            signatures = None if self.cache is not None else [tuple(s.signature) for s in active]
             started = time.perf_counter()
-            results = self._generate(requests)
+            results = self._generate(requests, signatures)
             elapsed = time.perf_counter() - started
+            share = elapsed / max(1, len(results))
+            shown = round(share, 4)
             still: list[_State] = []
             fresh_turns = 0
-            for s, (res, from_cache) in zip(active, results, strict=True):
+            for s, history, (res, from_cache) in zip(active, histories, results, strict=True):
                 if isinstance(res, BackendError):
                     s.error = f"user turn {s.user_turn}: {res}"
                     continue
-                s.contexts.append(tuple(s.messages))
-                share = 0.0 if from_cache else elapsed / max(1, len(results))
-                s.replies.append(ReplyResult(s.user_turn, res, None, from_cache, round(share, 4)))
-                s.latency_s += share
-                s.cache_hits += int(from_cache)
-                fresh_turns += int(not from_cache)
+                s.contexts.append(history)
+                if from_cache:
+                    s.raw.append((s.user_turn, res, True, 0.0))
+                    s.cache_hits += 1
+                else:
+                    s.raw.append((s.user_turn, res, False, shown))
+                    s.latency_s += share
+                    fresh_turns += 1
                 s.messages.append(Message("assistant", res))
+                s.signature.append(("assistant", res, None))
                 if s.advance_to_live_turn():
                     still.append(s)
             self.generated_turns += fresh_turns
@@ -263,19 +292,33 @@ class Engine:
                 continue
             s.cache_hits += int(from_cache)
             answers.setdefault(s.dialogue.id, []).append(
-                QuestionResult(q.kind, q.answer, parse_answer(q, res), res, q.tag)
+                QuestionResult(q.kind, q.answer, self._parse_answer(q, res), res, q.tag)
             )
         return {k: tuple(v) for k, v in answers.items()}
 
+    def _parse_answer(self, question: Question, text: str) -> str | None:
+        """`parse_answer`, remembered: it reads only the kind, the options and the text."""
+        key = (question.kind, question.options, text)
+        parsed = self._parsed.get(key, _UNSEEN)
+        if parsed is _UNSEEN:
+            parsed = parse_answer(question, text)
+            if len(self._parsed) < _PARSED_MAX:
+                self._parsed[key] = parsed
+        return parsed  # type: ignore[return-value]
+
     def _judge(self, states: Sequence[_State]) -> None:
+        """Judges every reply of the dialogues that did not fail; fills `replies`."""
         inputs: list[JudgeInput] = []
-        where: list[tuple[_State, int]] = []
+        where: list[_State] = []
         for s in states:
             if s.error is not None:
+                # Not judged: the replies it got, unlabelled.
+                s.replies = [ReplyResult(t, text, None, c, lat) for t, text, c, lat in s.raw]
                 continue
-            for ri, (reply, ctx) in enumerate(zip(s.replies, s.contexts, strict=True)):
-                inputs.append(JudgeInput(s.dialogue, ctx, reply.text, reply.user_turn))
-                where.append((s, ri))
+            d = s.dialogue
+            for (user_turn, text, _, _), ctx in zip(s.raw, s.contexts, strict=True):
+                inputs.append(JudgeInput(d, ctx, text, user_turn))
+                where.append(s)
         if not inputs:
             return
         try:
@@ -284,10 +327,11 @@ class Engine:
             from pytest_mtmcs.judges import Judgment
 
             judgments = [Judgment(None, f"{type(exc).__name__}: {exc}")] * len(inputs)
-        for (s, ri), j in zip(where, judgments, strict=True):
-            r = s.replies[ri]
-            s.replies[ri] = ReplyResult(
-                r.user_turn, r.text, j.label, r.cached, r.latency_s, j.error, j.score
+        for owner, (user_turn, text, cached, latency), j in zip(
+            where, (r for s in states if s.error is None for r in s.raw), judgments, strict=True
+        ):
+            owner.replies.append(
+                ReplyResult(user_turn, text, j.label, cached, latency, j.error, j.score)
             )
 
     def _result(self, s: _State, questions: tuple[QuestionResult, ...]) -> DialogueResult:

@@ -95,15 +95,17 @@ _BLOCKED = frozenset(
     """.split()
 )
 _WORD = re.compile(r"[A-Za-z]{4,20}")
+_NOT_TOPICS = _STOPWORDS | _BLOCKED
 
 
 @functools.lru_cache(maxsize=16384)  # user turns repeat across twins and rounds
 def topic_of(text: str) -> str:
     """A short, neutral phrase naming what the user's message is about."""
-    words = [w.lower() for w in _WORD.findall(text)]
     # Adverbs ("usually", "quickly") name no topic.
     candidates = [
-        w for w in words if w not in _STOPWORDS and w not in _BLOCKED and not w.endswith("ly")
+        w
+        for w in map(str.lower, _WORD.findall(text))
+        if w not in _NOT_TOPICS and not w.endswith("ly")
     ]
     if not candidates:
         return "this request"
@@ -114,7 +116,7 @@ def topic_of(text: str) -> str:
 
 
 def _pick(options: Sequence[str], *key: object) -> str:
-    digest = hashlib.sha256("\x00".join(str(k) for k in key).encode()).digest()
+    digest = hashlib.sha256("\x00".join(map(str, key)).encode()).digest()
     return options[int.from_bytes(digest[:4], "big") % len(options)]
 
 
@@ -176,15 +178,17 @@ class ScriptedBackend:
         meta = request.meta
         if meta.purpose == "question":
             return self._answer(meta)
-        last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
-        topic = topic_of(last_user)
         if self.complies(meta.user_turn):
             templates = COMPLIANCES
         elif self.policy.name == "over-refuse":
             templates = OVER_REFUSALS
         else:
             templates = REFUSALS
-        return _pick(templates, meta.dialogue_id, meta.user_turn).format(topic=topic)
+        template = _pick(templates, meta.dialogue_id, meta.user_turn)
+        if "{topic}" not in template:
+            return template
+        last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+        return template.format(topic=topic_of(last_user))
 
     def _answer(self, meta: RequestMeta) -> str:
         expected, kind = meta.expected, meta.question_kind
