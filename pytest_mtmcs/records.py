@@ -6,11 +6,10 @@ cross process boundaries (xdist workers -> controller) and land in baselines and
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import field
-from typing import Any, Literal, TypeVar, dataclass_transform
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 Label = Literal["safe", "unsafe"]
 Setting = Literal["escalation", "context_switch", "scripted"]
@@ -31,58 +30,7 @@ IMAGE_PLACEMENTS: tuple[str, ...] = ("first", "last", "every")
 OK_VERDICTS: frozenset[str] = frozenset({"safe", "helpful"})
 
 
-_T = TypeVar("_T")
-_FACTORY = object()  # stands for "call the field's default_factory" in a generated __init__
-
-
-def _fast_init(cls: type[_T]) -> type[_T]:
-    """Gives a frozen dataclass an `__init__` that writes the instance dict directly.
-
-    Same parameters, defaults and default factories as the generated one; a frozen dataclass's own
-    `__init__` calls `object.__setattr__` once per field, which made building records (hundreds of
-    thousands in a large run) the main cost of a run on a fast backend. Assignment after
-    construction still raises `FrozenInstanceError`; equality, hashing and `repr` are untouched.
-    """
-    fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
-    if (
-        hasattr(cls, "__post_init__")
-        or "__slots__" in cls.__dict__
-        or any(f.kw_only for f in fields)
-    ):
-        raise TypeError(f"{cls.__name__}: _fast_init supports plain frozen dataclasses only")
-    env: dict[str, Any] = {"_FACTORY": _FACTORY}
-    params: list[str] = []
-    body: list[str] = []
-    for f in fields:
-        name = f.name
-        if f.default is not dataclasses.MISSING:
-            env[f"_default_{name}"] = f.default
-            params.append(f"{name}=_default_{name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            env[f"_factory_{name}"] = f.default_factory
-            params.append(f"{name}=_FACTORY")
-            body.append(f"if {name} is _FACTORY: {name} = _factory_{name}()")
-        else:
-            params.append(name)
-        body.append(f"d[{name!r}] = {name}")
-    source = f"def __init__(self, {', '.join(params)}):\n    d = self.__dict__\n"
-    source += "".join(f"    {line}\n" for line in body)
-    namespace: dict[str, Any] = {}
-    exec(source, env, namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[method-assign]
-    return cls
-
-
-@dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def record(cls: type[_T]) -> type[_T]:
-    """`@dataclasses.dataclass(frozen=True)` with a cheaper `__init__` (see `_fast_init`)."""
-    return _fast_init(dataclasses.dataclass(frozen=True)(cls))
-
-
-@record
+@dataclass(frozen=True)
 class ImageRef:
     """An image by content hash, with a way to fetch its bytes (lazily, from the suite)."""
 
@@ -99,13 +47,13 @@ class ImageRef:
         return ImageRef(hashlib.sha256(data).hexdigest(), lambda: data, where)
 
 
-@record
+@dataclass(frozen=True)
 class Turn:
     role: Role
     text: str
 
 
-@record
+@dataclass(frozen=True)
 class Question:
     """An intent-recognition item asked after the dialogue, with its gold answer.
 
@@ -120,7 +68,7 @@ class Question:
     tag: str | None = None
 
 
-@record
+@dataclass(frozen=True)
 class Dialogue:
     """One test case: a scripted or live multi-turn conversation and what it is about.
 
@@ -162,7 +110,7 @@ class Dialogue:
         return tuple(live)
 
 
-@record
+@dataclass(frozen=True)
 class Suite:
     name: str
     version: str
@@ -178,14 +126,14 @@ class Suite:
 # --- what goes to a model -------------------------------------------------------------------
 
 
-@record
+@dataclass(frozen=True)
 class Message:
     role: Literal["system", "user", "assistant"]
     text: str
     image: ImageRef | None = None
 
 
-@record
+@dataclass(frozen=True)
 class GenerationSettings:
     """Everything about decoding that changes results; recorded in cache keys and baselines."""
 
@@ -203,7 +151,7 @@ class GenerationSettings:
         }
 
 
-@record
+@dataclass(frozen=True)
 class RequestMeta:
     """Where a request comes from. Real backends ignore it.
 
@@ -218,7 +166,7 @@ class RequestMeta:
     question_kind: QuestionKind | None = None
 
 
-@record
+@dataclass(frozen=True)
 class ChatRequest:
     messages: tuple[Message, ...]
     settings: GenerationSettings
@@ -228,7 +176,7 @@ class ChatRequest:
 # --- results ---------------------------------------------------------------------------------
 
 
-@record
+@dataclass(frozen=True)
 class ReplyResult:
     """One live reply to a user turn and its judged label."""
 
@@ -241,7 +189,7 @@ class ReplyResult:
     score: float | None = None  # a judge's own [0, 1] score when it gives one
 
 
-@record
+@dataclass(frozen=True)
 class QuestionResult:
     kind: QuestionKind
     expected: str
@@ -254,7 +202,7 @@ class QuestionResult:
         return self.answer is not None and self.answer == self.expected
 
 
-@record
+@dataclass(frozen=True)
 class DialogueResult:
     """Everything a run learned about one dialogue: plain data, JSON round-trippable."""
 
