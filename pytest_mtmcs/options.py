@@ -90,8 +90,8 @@ OPTIONS: tuple[Opt, ...] = (
         "--mtmcs-judge",
         "judge labelling each reply: rules, ngram, a model judge SPEC, or "
         "cascade:LOCAL,MODEL_JUDGE (local judge first, unsure replies to the model judge) "
-        "(default: rules)",
-        default="rules",
+        "(default: ngram)",
+        default="ngram",
         metavar="SPEC",
     ),
     Opt(
