@@ -40,6 +40,9 @@ class TrainConfig:
     rules_weight: float = 1.0  # the hand-written replies count as a source of this relative size
     max_rows: int = 0  # 0 = all (a small value makes the reproducibility test fast)
     seed: int = 0
+    # Shift the compliance logit to the balanced-accuracy optimum of the out-of-fold predictions
+    # (off in the committed artefact: measured after the default switch, not yet adopted).
+    fit_bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
     X = Design(rows, cfg.features)
     z_c, z_r, _ = out_of_fold(X, rows, cfg)
     y_c = np.asarray([1.0 if r.label == "compliance" else -1.0 for r in rows])
-    bias = fit_bias(z_c, y_c, sample_weights(rows, cfg))
+    bias = fit_bias(z_c, y_c, sample_weights(rows, cfg)) if cfg.fit_bias else 0.0
     t_c = fit_temperature(z_c + bias, y_c)
     keep = np.asarray([r.three_class and r.label != "compliance" for r in rows])
     y_r = np.asarray([1.0 if r.label == "safe_redirect" else -1.0 for r in rows])
@@ -393,7 +396,11 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
         "version": ngram.NGRAM_VERSION,
         "labels": list(ngram.LABELS),
         "features": cfg.features.as_dict(),
-        "calibration": {"compliance": t_c, "compliance_bias": bias, "redirect": t_r},
+        "calibration": (
+            {"compliance": t_c, "compliance_bias": bias, "redirect": t_r}
+            if cfg.fit_bias
+            else {"compliance": t_c, "redirect": t_r}
+        ),
         "training": {
             "command": "python -m pytest_mtmcs.judges.train",
             "l2": cfg.l2,
