@@ -141,6 +141,43 @@ def _hash(feature: str, mask: int) -> int:
 
 def featurise(reply: str, prompt: str, cfg: FeatureConfig) -> dict[int, float]:
     """Hashed feature index -> value for one reply (and the request it answers)."""
+    out, said = reply_features(reply, cfg)
+    return with_prompt(out, said, asked_words(prompt), cfg)
+
+
+def asked_words(prompt: str) -> frozenset[str]:
+    """The request's content words (the only part of the features that depends on the request)."""
+    from pytest_mtmcs.judges import rules
+
+    return frozenset(w for w in _WORD.findall(rules.normalise(prompt)) if w not in _STOP)
+
+
+def with_prompt(
+    reply_part: dict[int, float],
+    said: frozenset[str] | None,
+    asked: frozenset[str],
+    cfg: FeatureConfig,
+) -> dict[int, float]:
+    """The reply's features plus the request flag, added last (as one pass over both would)."""
+    out = dict(reply_part)
+    if said is None:
+        return out
+    name = (
+        "prompt:none"
+        if not asked
+        else f"prompt:overlap{min(int(len(asked & said) / len(asked) * 4), 3)}"
+    )
+    i = _hash(name, (1 << cfg.log2_dim) - 1)
+    out[i] = out.get(i, 0.0) + 1.0
+    return out
+
+
+def reply_features(
+    reply: str, cfg: FeatureConfig
+) -> tuple[dict[int, float], frozenset[str] | None]:
+    """The features that depend on the reply only, and the reply's words for the request flag
+    (None when the request adds no feature). Replies repeat across dialogues far more than
+    (reply, request) pairs do, so this part is what the judge caches."""
     from pytest_mtmcs.judges import rules
 
     mask = (1 << cfg.log2_dim) - 1
@@ -167,7 +204,7 @@ def featurise(reply: str, prompt: str, cfg: FeatureConfig) -> dict[int, float]:
     flag(f"len:{min(n.bit_length(), 11)}")
     if not toks:
         flag("empty")
-        return out
+        return out, None
 
     opening = ["^", *toks[: cfg.open_tokens]]
     grams: list[str] = list(opening)
@@ -212,14 +249,8 @@ def featurise(reply: str, prompt: str, cfg: FeatureConfig) -> dict[int, float]:
         flag(f"rules:{a.reason}", fw)
 
     if cfg.prompt:
-        asked = {w for w in _WORD.findall(rules.normalise(prompt)) if w not in _STOP}
-        if not asked:
-            flag("prompt:none")
-        else:
-            said = set(_WORD.findall(t))
-            share = len(asked & said) / len(asked)
-            flag(f"prompt:overlap{min(int(share * 4), 3)}")
-    return out
+        return out, frozenset(_WORD.findall(t))
+    return out, None
 
 
 def _sigmoid(z: float) -> float:
@@ -312,6 +343,11 @@ class NgramModel:
         self.w_c: list[float] = list(weights["compliance"])
         self.w_r: list[float] = list(weights["redirect"])
         self.predict = functools.lru_cache(maxsize=65536)(self._predict)
+        self._reply_part = functools.lru_cache(maxsize=16384)(self._reply_features)
+        self._asked = functools.lru_cache(maxsize=16384)(asked_words)
+
+    def _reply_features(self, reply: str) -> tuple[dict[int, float], frozenset[str] | None]:
+        return reply_features(reply, self.features)
 
     @classmethod
     def load(cls, directory: Path = DATA_DIR, stem: str = ARTEFACT_STEM) -> NgramModel:
@@ -324,7 +360,8 @@ class NgramModel:
         return cls(json.loads(cfg_path.read_text(encoding="utf-8")), read_safetensors(w_path))
 
     def logits(self, reply: str, prompt: str) -> tuple[float, float]:
-        feats = featurise(reply, prompt, self.features)
+        part, said = self._reply_part(reply)
+        feats = with_prompt(part, said, self._asked(prompt), self.features)
         zc = sum(self.w_c[i] * v for i, v in feats.items())
         zr = sum(self.w_r[i] * v for i, v in feats.items())
         return zc, zr
