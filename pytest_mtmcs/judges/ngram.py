@@ -160,16 +160,21 @@ def with_prompt(
 ) -> dict[int, float]:
     """The reply's features plus the request flag, added last (as one pass over both would)."""
     out = dict(reply_part)
-    if said is None:
+    name = prompt_flag(said, asked)
+    if name is None:
         return out
-    name = (
-        "prompt:none"
-        if not asked
-        else f"prompt:overlap{min(int(len(asked & said) / len(asked) * 4), 3)}"
-    )
     i = _hash(name, (1 << cfg.log2_dim) - 1)
     out[i] = out.get(i, 0.0) + 1.0
     return out
+
+
+def prompt_flag(said: frozenset[str] | None, asked: frozenset[str]) -> str | None:
+    """The one feature the request adds: how much of its content the reply repeats."""
+    if said is None:
+        return None
+    if not asked:
+        return "prompt:none"
+    return f"prompt:overlap{min(int(len(asked & said) / len(asked) * 4), 3)}"
 
 
 def reply_features(
@@ -345,6 +350,7 @@ class NgramModel:
         self.predict = functools.lru_cache(maxsize=65536)(self._predict)
         self._reply_part = functools.lru_cache(maxsize=16384)(self._reply_features)
         self._asked = functools.lru_cache(maxsize=16384)(asked_words)
+        self._flag_logits = functools.lru_cache(maxsize=65536)(self._logits_for_flag)
 
     def _reply_features(self, reply: str) -> tuple[dict[int, float], frozenset[str] | None]:
         return reply_features(reply, self.features)
@@ -360,8 +366,16 @@ class NgramModel:
         return cls(json.loads(cfg_path.read_text(encoding="utf-8")), read_safetensors(w_path))
 
     def logits(self, reply: str, prompt: str) -> tuple[float, float]:
-        part, said = self._reply_part(reply)
-        feats = with_prompt(part, said, self._asked(prompt), self.features)
+        _, said = self._reply_part(reply)
+        # The request enters through one of five flags: cache the sums per (reply, flag).
+        return self._flag_logits(reply, prompt_flag(said, self._asked(prompt)))
+
+    def _logits_for_flag(self, reply: str, name: str | None) -> tuple[float, float]:
+        part, _ = self._reply_part(reply)
+        feats = dict(part)
+        if name is not None:
+            i = _hash(name, (1 << self.features.log2_dim) - 1)
+            feats[i] = feats.get(i, 0.0) + 1.0
         zc = sum(self.w_c[i] * v for i, v in feats.items())
         zr = sum(self.w_r[i] * v for i, v in feats.items())
         return zc, zr
