@@ -298,9 +298,9 @@ def test_report_against_a_baseline_and_compare_cli(pytester, suite_dir, tmp_path
     # Headers that disagree on the judge are reported (the table's header comes from run.json).
     other = tmp_path / "other" / "mtmcs_mini.ambr"
     other.parent.mkdir()
-    other.write_text(ambr.read_text().replace("  judge: rules\n", "  judge: llm\n", 1))
+    other.write_text(ambr.read_text().replace("  judge: ngram\n", "  judge: llm\n", 1))
     cli_main(["compare", str(out / "results.parquet"), str(other)])
-    assert "warning (compared anyway): judge: baseline llm != this run rules" in (
+    assert "warning (compared anyway): judge: baseline llm != this run ngram" in (
         capsys.readouterr().out
     )
     # --buckets re-buckets offline.
