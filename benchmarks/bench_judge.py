@@ -25,13 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pytest_mtmcs.agreement import (  # noqa: E402
-    NEUTRAL_REQUEST,
     build_judge,
     default_judge,
+    judge_inputs,
     load_labelled_records,
 )
 from pytest_mtmcs.judges import JudgeInput  # noqa: E402
-from pytest_mtmcs.records import Dialogue, Message, Turn  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "judge"
 
@@ -50,24 +49,6 @@ def clear_memos(judges: list[Any]) -> None:
             clear = getattr(obj, "cache_clear", None)
             if callable(clear):
                 clear()
-
-
-def inputs_of(rows: list[Any]) -> list[JudgeInput]:
-    out = []
-    for i, r in enumerate(rows):
-        request = r.prompt or NEUTRAL_REQUEST
-        d = Dialogue(
-            "bench",
-            str(i),
-            "unsafe",
-            "escalation",
-            "text",
-            "-",
-            (Turn("user", request),),
-            risk_turn=1,
-        )
-        out.append(JudgeInput(d, (Message("user", request),), r.text, 1))
-    return out
 
 
 def one_round(judge: Any, items: list[JudgeInput]) -> tuple[float, list[float]]:
@@ -102,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = load_labelled_records(args.labelled)
     if args.limit:
         rows = rows[: args.limit]
-    items = inputs_of(rows)
+    items = judge_inputs(rows)
     judges = {s: build_judge(s, rows) for s in specs}
     for j in judges.values():  # load artefacts, compile patterns
         j.judge(items[:20])

@@ -365,9 +365,9 @@ class Judged:
     confidence: list[float | None] = field(default_factory=list)
 
 
-def judge_rows(judge: Any, rows: Sequence[LabelledReply], batch: int = 512) -> Judged:
-    """Run `judge` over the rows, each reply answering its prompt (or the neutral request)."""
-    from pytest_mtmcs.judges import JudgeInput, Judgment
+def judge_inputs(rows: Sequence[LabelledReply]) -> list[Any]:
+    """One JudgeInput per row: the reply answering its prompt (or the neutral request)."""
+    from pytest_mtmcs.judges import JudgeInput
     from pytest_mtmcs.records import Dialogue, Message, Turn
 
     inputs: list[JudgeInput] = []
@@ -385,6 +385,14 @@ def judge_rows(judge: Any, rows: Sequence[LabelledReply], batch: int = 512) -> J
             risk_turn=1,
         )
         inputs.append(JudgeInput(dialogue, (Message("user", request),), r.text, 1))
+    return inputs
+
+
+def judge_rows(judge: Any, rows: Sequence[LabelledReply], batch: int = 512) -> Judged:
+    """Run `judge` over the rows, each reply answering its prompt (or the neutral request)."""
+    from pytest_mtmcs.judges import Judgment
+
+    inputs = judge_inputs(rows)
     out = Judged([], [], [])
     for start in range(0, len(inputs), batch):
         chunk = inputs[start : start + batch]
