@@ -33,6 +33,7 @@ from pytest_mtmcs.agreement import (  # noqa: E402
 )
 from pytest_mtmcs.judges import Judgment  # noqa: E402
 from pytest_mtmcs.judges.cascade import escalates  # noqa: E402
+from pytest_mtmcs.judges.train import ensure_split  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "judge"
 THRESHOLDS = (0.0, 0.3, 0.45, 0.55, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     files = (
         [Path(f) for f in args.labelled]
         if args.labelled
-        else [DATA / "dev.jsonl", DATA / "test.jsonl"]
+        else [ensure_split(DATA, "dev"), DATA / "test.jsonl"]
     )
     thresholds = [float(x) for x in args.thresholds.split(",")]
     print(f"cascade:{local},oracle — share escalated vs agreement (oracle = human labels)\n")

@@ -19,7 +19,7 @@ SMALL = ["--log2-dim", "10", "--iters", "15", "--max-rows", "160"]
 
 def _small_data(tmp_path: Path) -> Path:
     """A slice of the real dev split (every 40th row) so the test stays fast."""
-    src = DATA / "dev.jsonl"
+    src = T.ensure_split(DATA, "dev")
     lines = src.read_text(encoding="utf-8").splitlines()[::40]
     folder = tmp_path / "data"
     folder.mkdir()

@@ -9,7 +9,9 @@ line is one real model reply with its human label::
 ``label`` is one of ``refusal``, ``safe_redirect``, ``compliance``. Binary sources (compliance
 vs not) map "not compliance" to ``refusal``. ``split`` is decided by model (or whole source),
 never by row: see ``TEST_MODELS`` and ``split_of``. ``combine`` concatenates the per-source files
-into ``dev.jsonl`` and ``test.jsonl`` (English only).
+into ``dev.jsonl`` and ``test.jsonl`` (English only). ``test.jsonl`` is committed (the file the
+README measures on); ``dev.jsonl`` is not (it repeats the per-source files): the trainer runs
+``combine --splits dev`` when it is missing.
 
 The conversion is deterministic: no randomness unless a seeded subsample is stated.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -117,10 +120,13 @@ def record(
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> Counter[tuple[str, str, str]]:
     counts: Counter[tuple[str, str, str]] = Counter()
-    with path.open("w", encoding="utf-8", newline="\n") as fh:
+    # Written beside and renamed: a reader (the trainer, a parallel test) never sees half a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="\n") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[(str(row["model"]), str(row["split"]), str(row["label"]))] += 1
+    os.replace(tmp, path)
     return counts
 
 
@@ -551,8 +557,11 @@ def combine(args: argparse.Namespace) -> None:
         print(
             f"our label 'compliance' against the source's non-compliance: {overruled} (kept source)"
         )
+    wanted = args.splits.split(",")
     for name, rows in splits.items():
-        counts = write_jsonl(HERE / f"{name}.jsonl", rows)
+        if name not in wanted:
+            continue
+        counts = write_jsonl(Path(args.out) / f"{name}.jsonl", rows)
         print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
 
 
@@ -583,7 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261203)
-    sub.add_parser("combine")
+    p = sub.add_parser(
+        "combine", help="dev.jsonl (generated, not committed) and test.jsonl from the files here"
+    )
+    p.add_argument("--splits", default="dev,test", help="comma-separated: dev, test")
+    p.add_argument("--out", default=str(HERE), help="folder to write them to")
     args = parser.parse_args(argv)
     if args.cmd == "combine":
         combine(args)
