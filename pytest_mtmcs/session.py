@@ -107,7 +107,7 @@ class MtmcsSession:
                 raise ConfigError(f"{flag}={x}: expected a value in [{low}, {high}]")
         BaselineSet.from_config(c)
         self._check_shard()
-        from pytest_mtmcs.preflight import check_specs
+        from pytest_mtmcs.guards import check_specs
 
         check_specs(self)
 
@@ -149,7 +149,9 @@ class MtmcsSession:
         from pytest_mtmcs.shards import split_items
 
         dialogues = [
-            (i, it.stash[DIALOGUE_KEY]) for i, it in enumerate(items) if isinstance(it, DialogueItem)
+            (i, it.stash[DIALOGUE_KEY])
+            for i, it in enumerate(items)
+            if isinstance(it, DialogueItem)
         ]
         mine, info = split_items([d for _, d in dialogues], shard)
         drop = {i for (i, d), keep in zip(dialogues, mine, strict=True) if not keep}
@@ -255,7 +257,7 @@ class MtmcsSession:
                 "mtmcs_model in [tool.pytest.ini_options]"
             )
         if has_dialogues and not config.option.collectonly:
-            from pytest_mtmcs.preflight import outputs_or_usage_error
+            from pytest_mtmcs.guards import outputs_or_usage_error
 
             outputs_or_usage_error(self)
 
@@ -401,7 +403,7 @@ class MtmcsSession:
             for it in chunk:
                 by_settings.setdefault(self._settings_of(it), []).append(it)
             for settings, group in by_settings.items():
-                from pytest_mtmcs.preflight import building
+                from pytest_mtmcs.guards import building
 
                 with building(self, item):
                     engine = self.engine_for(settings)
@@ -608,7 +610,7 @@ class MtmcsSession:
         # workers.
         for name, m in run.suites.items():
             self.suite_meta.setdefault(name, SuiteMeta(**m))
-        from pytest_mtmcs.preflight import EndOfRunFailed
+        from pytest_mtmcs.guards import EndOfRunFailed
 
         with EndOfRunFailed(self, session) as failed:
             outcome = finish(

@@ -1,10 +1,14 @@
-"""Checks made before anything runs: a run that cannot succeed stops as a usage error.
+"""What stops a run cleanly instead of with a traceback, at each stage where it can fail.
 
-`check_specs` runs at configure time (options only, nothing built, nothing imported that is
-heavy): the model backend and the judge must be able to exist, e.g. an `openai:` model or judge
-model needs a base URL. `check_outputs` runs once dialogues are collected and about to run: the
-response cache and the report folder must be writable. Either raises `ConfigError` naming the
-option (and the environment variable) that would fix it.
+- Before anything runs: `check_specs` at configure time (options only, nothing built, nothing
+  heavy imported): the model backend and the judge must be able to exist, e.g. an `openai:` model
+  or judge model needs a base URL; `check_outputs` once dialogues are collected: the response
+  cache, the report folder and the named baselines must be usable. Either raises `ConfigError`
+  naming the option (and the environment variable) that would fix it.
+- At the first dialogue: `building` turns a backend or judge that fails to build into that
+  dialogue's failure and stops the run.
+- At the end: `EndOfRunFailed` turns an OSError or one of our errors while aggregating, gating,
+  reporting or writing a baseline into the summary and a failed run.
 """
 
 from __future__ import annotations
