@@ -309,16 +309,16 @@ class Engine:
     def _judge(self, states: Sequence[_State]) -> None:
         """Judges every reply of the dialogues that did not fail; fills `replies`."""
         inputs: list[JudgeInput] = []
-        where: list[_State] = []
+        where: list[tuple[_State, tuple[int, str, bool, float]]] = []
         for s in states:
             if s.error is not None:
                 # Not judged: the replies it got, unlabelled.
                 s.replies = [ReplyResult(t, text, None, c, lat) for t, text, c, lat in s.raw]
                 continue
             d = s.dialogue
-            for (user_turn, text, _, _), ctx in zip(s.raw, s.contexts, strict=True):
-                inputs.append(JudgeInput(d, ctx, text, user_turn))
-                where.append(s)
+            for raw, ctx in zip(s.raw, s.contexts, strict=True):
+                inputs.append(JudgeInput(d, ctx, raw[1], raw[0]))
+                where.append((s, raw))
         if not inputs:
             return
         try:
@@ -327,9 +327,7 @@ class Engine:
             from pytest_mtmcs.judges import Judgment
 
             judgments = [Judgment(None, f"{type(exc).__name__}: {exc}")] * len(inputs)
-        for owner, (user_turn, text, cached, latency), j in zip(
-            where, (r for s in states if s.error is None for r in s.raw), judgments, strict=True
-        ):
+        for (owner, (user_turn, text, cached, latency)), j in zip(where, judgments, strict=True):
             owner.replies.append(
                 ReplyResult(user_turn, text, j.label, cached, latency, j.error, j.score)
             )
