@@ -165,3 +165,35 @@ def test_a_timeout_is_an_error_then_completed(dialogues: list[Dialogue], tmp_pat
     errors, rerun = check_then_rerun(first, server, dialogues[:4], cache)
     assert errors == 1 and rerun >= 1
     assert any("timed out after 0.5 s" in (r.error or "") for r in first.values())
+
+
+def _until(condition: Any, what: str) -> None:
+    # Waits for a state the other thread reaches; the bound only catches a hang.
+    import time
+
+    end = time.monotonic() + 120
+    while not condition():
+        assert time.monotonic() < end, f"never reached: {what}"
+        time.sleep(0.002)
+
+
+def test_a_held_slow_request_is_dropped_not_answered_when_the_stub_stops() -> None:
+    """A client gave up on a `slow` answer, then the stub stops: the held request is dropped.
+    Answering it then could still land in the closed socket's buffer and be logged as a
+    generation that nobody received (a re-run would then seem to generate it twice)."""
+    import socket
+
+    server = StubServer(faults=["slow"], slow_s=600)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with server:
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        _until(lambda: server.in_flight == 1, "the request is held")
+        client.close()  # the client gave up
+    _until(lambda: server.in_flight == 0, "the held handler returned")
+    assert [r.status for r in server.chat_requests] == ["drop"]
+    assert server.answered_bodies == []

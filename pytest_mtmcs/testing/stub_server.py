@@ -15,7 +15,8 @@ callable (`random_faults(rate=0.1, kinds=("429", "503"), seed=0)`):
 - `"429"`: Too Many Requests with a `Retry-After` header (`retry_after`, seconds);
 - `"500"`, `"502"`, `"503"`, `"400"`, `"404"`: that status with an OpenAI-style error body;
 - `"drop"`: the connection is closed without any response;
-- `"slow"`: the answer comes after `slow_s` seconds (beyond a client's timeout);
+- `"slow"`: the answer comes after `slow_s` seconds (beyond a client's timeout); if the stub
+  stops first, the request is dropped unanswered;
 - `"spike"`: a latency spike: the (normal) answer comes after `spike_s` seconds;
 - `"malformed"`: a 200 whose body has no `choices`;
 - `"truncated"`: a 200 whose JSON body is cut in the middle (framing intact);
@@ -393,9 +394,9 @@ class StubServer:
             return None
         return header == f"Bearer {self._api_key}"
 
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
+    def _sleep(self, seconds: float) -> bool:
+        """Sleeps `seconds` or until the stub stops; True if it stops."""
+        return seconds > 0 and self._stopping.wait(seconds)
 
 
 class _Server(ThreadingHTTPServer):
@@ -521,7 +522,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return "drop"
         if fault == "slow":
-            stub._sleep(stub.slow_s)
+            if stub._sleep(stub.slow_s):
+                # Woken because the stub stops: a server going down drops the request it holds.
+                # Never answered, so never a generation (an answer written now could still land
+                # in the socket of a client that gave up on it, and be counted as one).
+                self._drop()
+                return "drop"
         elif fault == "spike":
             stub._sleep(stub.spike_s)
         elif fault == "429":
