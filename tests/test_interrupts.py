@@ -125,6 +125,16 @@ def make_project(root: Path) -> Path:
     return project
 
 
+# `python -m pytest`, with Python's Ctrl-C handler installed whatever SIGINT disposition the run
+# inherits: a process started in the background by a non-interactive shell (`cmd &` in a CI
+# script) inherits SIGINT ignored, Python then installs no handler, and the SIGINT case would
+# wait forever for an interrupt that never comes (seen on a loaded run started that way).
+BOOT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'pytest'; runpy.run_module('pytest', run_name='__main__', alter_sys=True)"
+)
+
+
 class Run:
     def __init__(self, project: Path, name: str, cache: str, *extra: str, **env: str) -> None:
         self.project = project
@@ -139,6 +149,8 @@ class Run:
         for k in ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "OPENAI_BASE_URL"):
             e.pop(k, None)
         e.update(
+            # A hung run is aborted by `output` with SIGABRT: this prints every thread's stack.
+            PYTHONFAULTHANDLER="1",
             MTMCS_TEST_RESULTS=str(self.results),
             MTMCS_TEST_CACHE=str(project / f"{cache}.sqlite"),
             MTMCS_TEST_AUDIT=str(self.audit),
@@ -147,7 +159,7 @@ class Run:
             **env,
         )
         cmd = [
-            sys.executable, "-m", "pytest", "suite", "-q", "-p", "no:cacheprovider",
+            sys.executable, "-c", BOOT, "suite", "-q", "-p", "no:cacheprovider",
             "-p", "no:randomly", f"--mtmcs-model=gated:{MODEL}",
             f"--mtmcs-cache={project / f'{cache}.sqlite'}", f"--mtmcs-lookahead={LOOKAHEAD}",
             *extra,
@@ -167,7 +179,14 @@ class Run:
             time.sleep(0.01)
 
     def output(self) -> str:
-        out, _ = self.proc.communicate(timeout=HANG_S)
+        try:
+            out, _ = self.proc.communicate(timeout=HANG_S)
+        except subprocess.TimeoutExpired:
+            # A hang, not a slow machine (HANG_S is far beyond any healthy run): show where.
+            self.proc.send_signal(signal.SIGABRT)
+            out, _ = self.proc.communicate()
+            text = out.decode("utf-8", "replace")
+            raise AssertionError(f"the run hung; its output and stacks:\n{text[-8000:]}") from None
         return out.decode("utf-8", "replace")
 
     def read_results(self) -> dict[str, Any]:
