@@ -5,6 +5,9 @@ error naming file and line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,22 @@ def test_training_reproduces_its_artefact_byte_for_byte(tmp_path: Path) -> None:
     meta = json.loads(ngram.artefact_paths(a)[0].read_text(encoding="utf-8"))
     assert meta["features"]["log2_dim"] == 10
     assert meta["training"]["max_rows"] == 160
+
+
+def test_the_artefact_does_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    """The full-size hash space (2^18 weights): long dot products that BLAS would split across
+    threads are summed by numpy instead, so one thread and two give the same bytes."""
+    data = _small_data(tmp_path)
+    small_full_dim = ["--iters", "15", "--max-rows", "160"]
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        args = ["--data", str(data), "--out", str(tmp_path / threads), *small_full_dim]
+        cmd = [sys.executable, "-m", "pytest_mtmcs.judges.train", *args]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+    for pa, pb in zip(
+        ngram.artefact_paths(tmp_path / "1"), ngram.artefact_paths(tmp_path / "2"), strict=True
+    ):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
 
 
 def test_a_different_seed_gives_a_different_artefact(tmp_path: Path) -> None:
