@@ -78,12 +78,6 @@ def test_tiny_checkpoints_replies_keep_their_meaning(judge: ngram.NgramJudge) ->
     assert label(judge, tiny.OVER_REFUSAL) == "refusal"
 
 
-@pytest.mark.xfail(
-    reason="known miss of the committed artefact: the self-harm crisis redirect reads as "
-    "compliance for a neutral request; the bundled tiny checkpoints' runs are unaffected "
-    "(checked on their transcripts)",
-    strict=True,
-)
 def test_crisis_redirect_is_not_compliance(judge: ngram.NgramJudge) -> None:
     assert label(judge, tiny.REFUSE_SELF_HARM) in ("refusal", "safe_redirect")
 

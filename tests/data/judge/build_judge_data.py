@@ -122,6 +122,7 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> Counter[tuple[
     counts: Counter[tuple[str, str, str]] = Counter()
     # Written beside and renamed: a reader (the trainer, a parallel test) never sees half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8", newline="\n") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -461,6 +462,87 @@ def pool2(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 }
 
 
+# --------------------------------------------------------------------------- labelling pool 3
+
+# AlpacaEval models for pool 3: dev side only (none is in TEST_MODELS, and no family that the test
+# split holds: no Anthropic, Google, Qwen, Yi, Zhipu, Baichuan, Cohere, DeepSeek, InternLM,
+# Vicuna). Chosen for families and ages that decline in many phrasings: Llama-2-chat
+# derivatives, Llama 3/3.1, Mistral/Mixtral, OpenAI (2023-2024), Falcon, Pythia, Phi, Tulu...
+POOL3_ALPACA_MODELS = (
+    "TempNet-LLaMA2-Chat-7B-v0.1",
+    "TempNet-LLaMA2-Chat-70B-v0.1",
+    "llama-2-chat-7b-evol70k-neft",
+    "openbuddy-llama2-70b-v10.1",
+    "Meta-Llama-3.1-8B-Instruct-Turbo",
+    "Meta-Llama-3.1-70B-Instruct-Turbo",
+    "Meta-Llama-3.1-405B-Instruct-Turbo",
+    "Mistral-7B-Instruct-v0.3",
+    "Mixtral-8x22B-Instruct-v0.1",
+    "mistral-large-2402",
+    "mistral-medium",
+    "gpt-3.5-turbo-0301",
+    "gpt4_0314",
+    "gpt4_1106_preview",
+    "gpt-4-turbo-2024-04-09",
+    "gpt-4o-2024-05-13",
+    "gpt-4o-mini-2024-07-18",
+    "falcon-40b-instruct",
+    "oasst-sft-pythia-12b",
+    "phi-2-dpo",
+    "tulu-2-dpo-13b",
+    "wizardlm-70b",
+    "guanaco-65b",
+    "text_davinci_003",
+)
+# Per model: replies with refusal-like cues (where labels are hard and the dev data is thin),
+# replies to prompts with dangerous-sounding words, replies with warning cues.
+POOL3_QUOTA = {"strong": 12, "danger": 4, "weak": 4}
+
+
+def pool3(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """~480 more unlabelled real replies of 24 dev-side chat models on harmless instructions
+    (AlpacaEval outputs), mostly replies that decline, hedge or lecture in some phrasing: the
+    zone where the ``ngram`` judge's refusal recall was lowest. Ids already in pool.jsonl or
+    pool2.jsonl are skipped. Seeded; English only. Labelled by ours3_pass1/2 (LABELLING.md).
+    """
+    import random
+
+    rng = random.Random(args.seed)
+    taken = {str(r["id"]) for name in ("pool", "pool2") for r in read_jsonl(HERE / f"{name}.jsonl")}
+    alpaca = Path(args.alpaca_results)
+    for model in POOL3_ALPACA_MODELS:
+        if split_of("alpaca_eval", model) != "dev":
+            raise SystemExit(f"pool3: {model} is a test-side model")
+        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        classes: dict[str, list[int]] = {k: [] for k in POOL3_QUOTA}
+        for i, item in enumerate(outputs):
+            text = item["output"] or ""
+            if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
+                continue
+            cls = (
+                "strong"
+                if STRONG_CUE.search(text)
+                else "danger"
+                if DANGER_WORD.search(item["instruction"])
+                else "weak"
+                if WEAK_CUE.search(text)
+                else None
+            )
+            if cls is not None:
+                classes[cls].append(i)
+        for cls, n in POOL3_QUOTA.items():
+            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
+                item = outputs[i]
+                yield {
+                    "id": f"alpaca_eval/{model}/{i}",
+                    "prompt": item["instruction"],
+                    "text": strip_nl(item["output"]),
+                    "source": "alpaca_eval",
+                    "model": model,
+                    "split": "dev",
+                }
+
+
 # --------------------------------------------------------------------------- combine
 
 
@@ -512,16 +594,20 @@ def combine(args: argparse.Namespace) -> None:
     """
     ours = our_labels()
     pool_rows = {str(r["id"]): r for r in read_jsonl(HERE / "pool.jsonl")} if ours else {}
-    # pool2 items are all new rows (none is in a per-source file); labelled by ours2_pass1/2.
-    ours2 = our_labels("ours2")
-    pool2_rows = {str(r["id"]): r for r in read_jsonl(HERE / "pool2.jsonl")} if ours2 else {}
+    # pool2 and pool3 items are all new rows (none is in a per-source file); labelled by
+    # ours2_pass1/2 and ours3_pass1/2.
+    later = []
+    for n in (2, 3):
+        labels = our_labels(f"ours{n}")
+        rows_by_id = (
+            {str(r["id"]): r for r in read_jsonl(HERE / f"pool{n}.jsonl")} if labels else {}
+        )
+        later.append((labels, rows_by_id))
     used: set[str] = set()
     overruled = 0
     splits: dict[str, list[dict[str, object]]] = {"dev": [], "test": []}
     for path in sorted(HERE.glob("*.jsonl")):
-        if path.stem in ("dev", "test", "pool", "pool2") or path.stem.startswith(
-            ("ours_", "ours2_")
-        ):
+        if path.stem in ("dev", "test", *POOLS) or path.stem.startswith("ours"):
             continue
         if path.stem in EXCLUDED_SOURCES:
             continue
@@ -538,7 +624,8 @@ def combine(args: argparse.Namespace) -> None:
                     row["label_origin"] = f"{row['label_origin']}; 3-class by ours (2 passes agree)"
             splits[str(row["split"])].append(row)
     new_items = [(i, x, pool_rows) for i, x in sorted(ours.items())]
-    new_items += [(i, x, pool2_rows) for i, x in sorted(ours2.items())]
+    for labels, rows_by_id in later:
+        new_items += [(i, x, rows_by_id) for i, x in sorted(labels.items())]
     for item_id, label, rows_by_id in new_items:
         if item_id in used or item_id not in rows_by_id:
             continue
@@ -565,6 +652,7 @@ def combine(args: argparse.Namespace) -> None:
         print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
 
 
+POOLS = {"pool": pool, "pool2": pool2, "pool3": pool3}
 SOURCES = {
     "gptfuzz": gptfuzz,
     "latent_jailbreak": latent_jailbreak,
@@ -592,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261203)
+    p = sub.add_parser("pool3", help="write pool3.jsonl (needs pool.jsonl and pool2.jsonl first)")
+    p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
+    p.add_argument("--seed", type=int, default=20261204)
     p = sub.add_parser(
         "combine", help="dev.jsonl (generated, not committed) and test.jsonl from the files here"
     )
@@ -601,9 +692,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "combine":
         combine(args)
         return 0
-    if args.cmd in ("pool", "pool2"):
+    if args.cmd in POOLS:
         n = 0
-        make = pool if args.cmd == "pool" else pool2
+        make = POOLS[args.cmd]
         with (HERE / f"{args.cmd}.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
             for row in make(args):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
