@@ -543,6 +543,53 @@ def pool3(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 }
 
 
+# --------------------------------------------------------------------------- labelling pool 4
+
+# Pool 4: the families and request kinds over-refusal is known for, dev side only. Llama-2-chat
+# 7B/13B open many replies to harmless instructions with a decline or a lecture ("I'm glad you're
+# interested! However, I must point out ..."): every such reply not labelled yet; GPT-4 (two
+# snapshots) likewise; replies of Llama-2-70B-chat and Mistral-7B-Instruct-v0.2 to prompts with
+# a dangerous-sounding word in a harmless sense.
+POOL4_OPENING_MODELS = ("llama-2-7b-chat-hf", "llama-2-13b-chat-hf", "gpt4_0613", "gpt4")
+POOL4_DANGER_MODELS = ("llama-2-70b-chat-hf", "Mistral-7B-Instruct-v0.2")
+POOL4_OPENING_CHARS = 300  # a "strong cue" (see pool) within the reply's opening
+
+
+def pool4(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """~370 more unlabelled real replies (AlpacaEval outputs, harmless instructions): every reply
+    of ``POOL4_OPENING_MODELS`` whose opening has a strong refusal cue, and every reply of
+    ``POOL4_DANGER_MODELS`` to a prompt with a dangerous-sounding word; ids in earlier pools are
+    skipped. Deterministic (no draw); English only. Labelled by ours4_pass1/2 (LABELLING.md)."""
+    taken = {
+        str(r["id"])
+        for name in ("pool", "pool2", "pool3")
+        for r in read_jsonl(HERE / f"{name}.jsonl")
+    }
+    alpaca = Path(args.alpaca_results)
+    for model in POOL4_OPENING_MODELS + POOL4_DANGER_MODELS:
+        if split_of("alpaca_eval", model) != "dev":
+            raise SystemExit(f"pool4: {model} is a test-side model")
+        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        for i, item in enumerate(outputs):
+            text = item["output"] or ""
+            if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
+                continue
+            if model in POOL4_OPENING_MODELS:
+                keep = STRONG_CUE.search(text[:POOL4_OPENING_CHARS]) is not None
+            else:
+                keep = DANGER_WORD.search(item["instruction"]) is not None
+            if keep:
+                taken.add(f"alpaca_eval/{model}/{i}")
+                yield {
+                    "id": f"alpaca_eval/{model}/{i}",
+                    "prompt": item["instruction"],
+                    "text": strip_nl(item["output"]),
+                    "source": "alpaca_eval",
+                    "model": model,
+                    "split": "dev",
+                }
+
+
 # --------------------------------------------------------------------------- combine
 
 
@@ -594,10 +641,10 @@ def combine(args: argparse.Namespace) -> None:
     """
     ours = our_labels()
     pool_rows = {str(r["id"]): r for r in read_jsonl(HERE / "pool.jsonl")} if ours else {}
-    # pool2 and pool3 items are all new rows (none is in a per-source file); labelled by
-    # ours2_pass1/2 and ours3_pass1/2.
+    # Items of pools 2-4 are all new rows (none is in a per-source file); labelled by
+    # ours<N>_pass1/2.
     later = []
-    for n in (2, 3):
+    for n in (2, 3, 4):
         labels = our_labels(f"ours{n}")
         rows_by_id = (
             {str(r["id"]): r for r in read_jsonl(HERE / f"pool{n}.jsonl")} if labels else {}
@@ -652,7 +699,7 @@ def combine(args: argparse.Namespace) -> None:
         print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
 
 
-POOLS = {"pool": pool, "pool2": pool2, "pool3": pool3}
+POOLS = {"pool": pool, "pool2": pool2, "pool3": pool3, "pool4": pool4}
 SOURCES = {
     "gptfuzz": gptfuzz,
     "latent_jailbreak": latent_jailbreak,
@@ -683,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pool3", help="write pool3.jsonl (needs pool.jsonl and pool2.jsonl first)")
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261204)
+    p = sub.add_parser("pool4", help="write pool4.jsonl (needs pools 1-3 first)")
+    p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p = sub.add_parser(
         "combine", help="dev.jsonl (generated, not committed) and test.jsonl from the files here"
     )
