@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.buckets import Buckets
 from pytest_mtmcs.compare import compare_buckets, item_flips
-from pytest_mtmcs.metrics import bucket_table
+from pytest_mtmcs.metrics import bucket_tables
 from pytest_mtmcs.outcome import BaselineComparison, RunOutcome, SuiteOutcome, run_header
 from pytest_mtmcs.records import DialogueResult
 from pytest_mtmcs.thresholds import Threshold, evaluate_thresholds, parse_threshold
@@ -84,7 +84,8 @@ def aggregate_suite(
     from pytest_mtmcs.rejudge import only_judge_differs
 
     lines: list[str] = []
-    table = bucket_table(results, buckets)
+    tables = bucket_tables(results, buckets, (None, "setting", "modality"))
+    table = tables[None]
     checks = evaluate_thresholds(
         table, thresholds_for(gate.thresholds, gate.threshold_origin, meta), buckets
     )
@@ -158,8 +159,8 @@ def aggregate_suite(
         buckets=buckets,
         results=results,
         table=table,
-        by_setting=bucket_table(results, buckets, by="setting"),
-        by_modality=bucket_table(results, buckets, by="modality"),
+        by_setting=tables["setting"],
+        by_modality=tables["modality"],
         checks=checks,
         baselines=comps,
         judge_errors=judge_errors,

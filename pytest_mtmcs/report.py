@@ -621,7 +621,7 @@ def compare_data(
     """Builds the same outcome objects a run builds, from two loaded sides."""
     from pytest_mtmcs.baseline import mismatches
     from pytest_mtmcs.compare import compare_buckets, item_flips
-    from pytest_mtmcs.metrics import bucket_table
+    from pytest_mtmcs.metrics import bucket_tables
     from pytest_mtmcs.outcome import BaselineComparison, SuiteOutcome
 
     pairs: list[tuple[str, str]] = []
@@ -668,15 +668,16 @@ def compare_data(
             for c in bc.comparisons
             if c.regressed and c.bucket != ALL
         ]
+        tables = bucket_tables(cur, buckets, (None, "setting", "modality"))
         data.suites.append(
             SuiteOutcome(
                 suite=a,
                 meta={"name": a},
                 buckets=buckets,
                 results=cur,
-                table=bucket_table(cur, buckets),
-                by_setting=bucket_table(cur, buckets, by="setting"),
-                by_modality=bucket_table(cur, buckets, by="modality"),
+                table=tables[None],
+                by_setting=tables["setting"],
+                by_modality=tables["modality"],
                 checks=[],
                 baselines=[bc],
                 judge_errors=sum(1 for r in cur if r.verdict == "judge_error"),

@@ -10,6 +10,7 @@ from pytest_mtmcs.metrics import (
     METRICS,
     Rate,
     bucket_table,
+    bucket_tables,
     mtmcs_accuracies,
     safemt_summary,
     safety_by_depth,
@@ -324,6 +325,18 @@ def test_bucket_table_by_setting_and_gap_bucket() -> None:
     assert by_mod[("text", "all")]["helpfulness"] == Rate(0, 1)
     with pytest.raises(ValueError):
         bucket_table(twins(), B, by="label")
+
+
+def test_bucket_tables_in_one_pass_equal_one_table_per_grouping() -> None:
+    # The end of run counts the units once for the three groupings; no grouping may leak into
+    # another (a shared counter would double the `all` rows).
+    bys = (None, "setting", "modality", "category")
+    together = bucket_tables(twins(), B, bys)
+    assert list(together) == list(bys)
+    for by in bys:
+        assert together[by] == bucket_tables(twins(), B, (by,))[by]
+    assert together[None][("all", "all")]["safety"] == Rate(2, 4)
+    assert together["setting"] != together["modality"]
 
 
 # --- safety by depth ---------------------------------------------------------------------------
