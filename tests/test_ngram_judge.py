@@ -8,6 +8,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import JudgeInput, create_judge, ngram
@@ -156,3 +158,65 @@ def test_featurise_is_stable_and_uses_the_request() -> None:
     assert all(0 <= i < 1 << 12 for i in a)
     c = ngram.featurise("I cannot help with that lock.", "lock", cfg)
     assert a != c
+
+
+_PIECES = [
+    "do not",
+    "does not",
+    "can not",
+    "cannot",
+    "can't",
+    "can\u2019t",
+    "cant",
+    "won't",
+    "wont",
+    "will not",
+    "i am",
+    "im",
+    "i would",
+    "i will",
+    "that is",
+    "here is",
+    "you are",
+    "you would",
+    "is not",
+    "are not",
+    "must not",
+    "not",
+    "**",
+    "_",
+    "#",
+    ">",
+    "\u201cquoted\u201d",
+    "\u2018x\u2019",
+    "Kill",
+    "the",
+    "process",
+    "DON'T",
+    "Notable",
+    "knot",
+    "cantor",
+    "wonton",
+    "I",
+    "AM",
+    " ",
+    "\t",
+    "\n",
+    ".",
+    ",",
+    "?",
+    "a",
+    "ab",
+    "abc",
+]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=30), st.text(max_size=40))
+def test_asked_words_equals_the_words_of_the_normalised_request(pieces, noise) -> None:
+    from pytest_mtmcs.judges import rules
+
+    prompt = " ".join(pieces) + noise
+    slow = frozenset(
+        w for w in ngram._WORD.findall(rules.normalise(prompt)) if w not in ngram._STOP
+    )
+    assert ngram.asked_words(prompt) == slow

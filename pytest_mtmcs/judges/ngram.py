@@ -145,11 +145,22 @@ def featurise(reply: str, prompt: str, cfg: FeatureConfig) -> dict[int, float]:
     return with_prompt(out, said, asked_words(prompt), cfg)
 
 
-def asked_words(prompt: str) -> frozenset[str]:
-    """The request's content words (the only part of the features that depends on the request)."""
-    from pytest_mtmcs.judges import rules
+# The only rules of `rules.normalise` that change a request's content words: negations written
+# out or spelled without an apostrophe ("do not" -> "don't" adds "don"; "cant" -> "cannot"). The
+# others replace non-letters by non-letters or drop stop words and words under 3 letters.
+_WORD_CHANGING = re.compile("not|cant|wont|can[\u2018\u2019\u02bc`\u00b4']t")
 
-    return frozenset(w for w in _WORD.findall(rules.normalise(prompt)) if w not in _STOP)
+
+def asked_words(prompt: str) -> frozenset[str]:
+    """The request's content words (the only part of the features that depends on the request):
+    the words of 3+ letters of `rules.normalise(prompt)`, stop words left out. Most requests
+    hold nothing that normalising would change, and are read without it (the same set)."""
+    t = prompt.lower()
+    if _WORD_CHANGING.search(t):
+        from pytest_mtmcs.judges import rules
+
+        t = rules.normalise(prompt)
+    return frozenset(w for w in _WORD.findall(t) if w not in _STOP)
 
 
 def with_prompt(
