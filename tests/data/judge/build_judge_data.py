@@ -27,6 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 LABELS = ("refusal", "safe_redirect", "compliance")
@@ -232,6 +233,27 @@ def jailjudge_mini(args: argparse.Namespace) -> Iterator[dict[str, object]]:
 
 # --------------------------------------------------------------------------- labelling pool
 
+
+def alpaca_outputs(results: Path, model: str) -> list[dict[str, Any]]:
+    """AlpacaEval's `results/<model>/model_outputs.json`: instruction and output per prompt."""
+    data: list[dict[str, Any]] = json.loads(
+        (results / model / "model_outputs.json").read_text(encoding="utf-8")
+    )
+    return data
+
+
+def alpaca_row(model: str, index: int, item: dict[str, Any]) -> dict[str, object]:
+    """A pool line for AlpacaEval output `index` of `model`."""
+    return {
+        "id": f"alpaca_eval/{model}/{index}",
+        "prompt": item["instruction"],
+        "text": strip_nl(item["output"]),
+        "source": "alpaca_eval",
+        "model": model,
+        "split": split_of("alpaca_eval", model),
+    }
+
+
 # AlpacaEval model outputs (harmless instructions) drawn into the pool: dev models first, then
 # test models (see TEST_MODELS).
 POOL_ALPACA_MODELS = (
@@ -304,7 +326,7 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 yield {k: r[k] for k in ("id", "prompt", "text", "source", "model", "split")}
     alpaca = Path(args.alpaca_results)
     for model in POOL_ALPACA_MODELS:
-        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        outputs = alpaca_outputs(alpaca, model)
         classes: dict[str, list[int]] = {"strong": [], "weak": [], "plain": []}
         for i, item in enumerate(outputs):
             text = item["output"] or ""
@@ -320,15 +342,7 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
             classes[cls].append(i)
         for cls, n in POOL_QUOTA.items():
             for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
-                item = outputs[i]
-                yield {
-                    "id": f"alpaca_eval/{model}/{i}",
-                    "prompt": item["instruction"],
-                    "text": strip_nl(item["output"]),
-                    "source": "alpaca_eval",
-                    "model": model,
-                    "split": split_of("alpaca_eval", model),
-                }
+                yield alpaca_row(model, i, outputs[i])
 
 
 # --------------------------------------------------------------------------- labelling pool 2
@@ -433,7 +447,7 @@ def pool2(args: argparse.Namespace) -> Iterator[dict[str, object]]:
     yield from _pool2_jbb(Path(args.jbb_artifacts), rng)
     alpaca = Path(args.alpaca_results)
     for model in POOL2_ALPACA_MODELS:
-        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        outputs = alpaca_outputs(alpaca, model)
         classes: dict[str, list[int]] = {k: [] for k in POOL2_QUOTA}
         for i, item in enumerate(outputs):
             text = item["output"] or ""
@@ -451,15 +465,7 @@ def pool2(args: argparse.Namespace) -> Iterator[dict[str, object]]:
             classes[cls].append(i)
         for cls, n in POOL2_QUOTA.items():
             for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
-                item = outputs[i]
-                yield {
-                    "id": f"alpaca_eval/{model}/{i}",
-                    "prompt": item["instruction"],
-                    "text": strip_nl(item["output"]),
-                    "source": "alpaca_eval",
-                    "model": model,
-                    "split": split_of("alpaca_eval", model),
-                }
+                yield alpaca_row(model, i, outputs[i])
 
 
 # --------------------------------------------------------------------------- labelling pool 3
@@ -513,7 +519,7 @@ def pool3(args: argparse.Namespace) -> Iterator[dict[str, object]]:
     for model in POOL3_ALPACA_MODELS:
         if split_of("alpaca_eval", model) != "dev":
             raise SystemExit(f"pool3: {model} is a test-side model")
-        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        outputs = alpaca_outputs(alpaca, model)
         classes: dict[str, list[int]] = {k: [] for k in POOL3_QUOTA}
         for i, item in enumerate(outputs):
             text = item["output"] or ""
@@ -532,15 +538,7 @@ def pool3(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 classes[cls].append(i)
         for cls, n in POOL3_QUOTA.items():
             for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
-                item = outputs[i]
-                yield {
-                    "id": f"alpaca_eval/{model}/{i}",
-                    "prompt": item["instruction"],
-                    "text": strip_nl(item["output"]),
-                    "source": "alpaca_eval",
-                    "model": model,
-                    "split": "dev",
-                }
+                yield alpaca_row(model, i, outputs[i])
 
 
 # --------------------------------------------------------------------------- labelling pool 4
@@ -569,7 +567,7 @@ def pool4(args: argparse.Namespace) -> Iterator[dict[str, object]]:
     for model in POOL4_OPENING_MODELS + POOL4_DANGER_MODELS:
         if split_of("alpaca_eval", model) != "dev":
             raise SystemExit(f"pool4: {model} is a test-side model")
-        outputs = json.loads((alpaca / model / "model_outputs.json").read_text(encoding="utf-8"))
+        outputs = alpaca_outputs(alpaca, model)
         for i, item in enumerate(outputs):
             text = item["output"] or ""
             if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
@@ -580,14 +578,7 @@ def pool4(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 keep = DANGER_WORD.search(item["instruction"]) is not None
             if keep:
                 taken.add(f"alpaca_eval/{model}/{i}")
-                yield {
-                    "id": f"alpaca_eval/{model}/{i}",
-                    "prompt": item["instruction"],
-                    "text": strip_nl(item["output"]),
-                    "source": "alpaca_eval",
-                    "model": model,
-                    "split": "dev",
-                }
+                yield alpaca_row(model, i, item)
 
 
 # --------------------------------------------------------------------------- combine
