@@ -25,7 +25,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,66 @@ WEAK_CUE = re.compile(
     r"I don't have (?:access|the ability)|I do not have (?:access|the ability)|respectful",
     re.I,
 )
+
+
+def labelled_pool_ids(*pools: str) -> set[str]:
+    """The ids already drawn into these pool files (a later pool skips them)."""
+    return {str(r["id"]) for name in pools for r in read_jsonl(HERE / f"{name}.jsonl")}
+
+
+def alpaca_candidates(
+    outputs: list[dict[str, Any]], model: str, taken: set[str] | frozenset[str] = frozenset()
+) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """(index, output, reply text) of the non-empty English outputs not drawn before."""
+    for i, item in enumerate(outputs):
+        text = item["output"] or ""
+        if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
+            continue
+        yield i, item, text
+
+
+def dev_side_only(pool: str, models: Iterable[str]) -> None:
+    for model in models:
+        if split_of("alpaca_eval", model) != "dev":
+            raise SystemExit(f"{pool}: {model} is a test-side model")
+
+
+# Cue classes of a (prompt, reply): a dangerous-sounding word in the prompt, a refusal or a warning
+# cue in the reply, or any reply.
+CUE_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "danger": lambda prompt, text: DANGER_WORD.search(prompt) is not None,
+    "strong": lambda prompt, text: STRONG_CUE.search(text) is not None,
+    "weak": lambda prompt, text: WEAK_CUE.search(text) is not None,
+    "plain": lambda prompt, text: True,
+}
+
+
+def alpaca_by_cue(
+    rng: object,
+    results: Path,
+    models: Iterable[str],
+    quota: dict[str, int],
+    taken: set[str] | frozenset[str] = frozenset(),
+) -> Iterator[dict[str, object]]:
+    """Per model, a seeded draw of `quota[cls]` outputs of each cue class; a reply belongs to the
+    first class of `quota` (in its order) that it matches: `danger` (the prompt has a
+    dangerous-sounding word), `strong` / `weak` (refusal or warning cue in the reply), `plain`
+    (any reply)."""
+    import random
+
+    assert isinstance(rng, random.Random)
+    for model in models:
+        outputs = alpaca_outputs(results, model)
+        classes: dict[str, list[int]] = {k: [] for k in quota}
+        for i, item, text in alpaca_candidates(outputs, model, taken):
+            cls = next((c for c in quota if CUE_TESTS[c](item["instruction"], text)), None)
+            if cls is not None:
+                classes[cls].append(i)
+        for cls, n in quota.items():
+            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
+                yield alpaca_row(model, i, outputs[i])
+
+
 # Items per model and cue class: 9 strong-cue, 3 weak-cue, 4 plain => 16 x 16 = 256 minus
 # shortfalls where a model has fewer cue replies.
 POOL_QUOTA = {"strong": 9, "weak": 3, "plain": 4}
@@ -324,25 +384,7 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
             )
             for r in keyed[:n]:
                 yield {k: r[k] for k in ("id", "prompt", "text", "source", "model", "split")}
-    alpaca = Path(args.alpaca_results)
-    for model in POOL_ALPACA_MODELS:
-        outputs = alpaca_outputs(alpaca, model)
-        classes: dict[str, list[int]] = {"strong": [], "weak": [], "plain": []}
-        for i, item in enumerate(outputs):
-            text = item["output"] or ""
-            if not text.strip() or lang_of(text) != "en":
-                continue
-            cls = (
-                "strong"
-                if STRONG_CUE.search(text)
-                else "weak"
-                if WEAK_CUE.search(text)
-                else "plain"
-            )
-            classes[cls].append(i)
-        for cls, n in POOL_QUOTA.items():
-            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
-                yield alpaca_row(model, i, outputs[i])
+    yield from alpaca_by_cue(rng, Path(args.alpaca_results), POOL_ALPACA_MODELS, POOL_QUOTA)
 
 
 # --------------------------------------------------------------------------- labelling pool 2
@@ -443,29 +485,14 @@ def pool2(args: argparse.Namespace) -> Iterator[dict[str, object]]:
     import random
 
     rng = random.Random(args.seed)
-    taken = {str(r["id"]) for r in read_jsonl(HERE / "pool.jsonl")}
     yield from _pool2_jbb(Path(args.jbb_artifacts), rng)
-    alpaca = Path(args.alpaca_results)
-    for model in POOL2_ALPACA_MODELS:
-        outputs = alpaca_outputs(alpaca, model)
-        classes: dict[str, list[int]] = {k: [] for k in POOL2_QUOTA}
-        for i, item in enumerate(outputs):
-            text = item["output"] or ""
-            if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
-                continue
-            cls = (
-                "danger"
-                if DANGER_WORD.search(item["instruction"])
-                else "strong"
-                if STRONG_CUE.search(text)
-                else "weak"
-                if WEAK_CUE.search(text)
-                else "plain"
-            )
-            classes[cls].append(i)
-        for cls, n in POOL2_QUOTA.items():
-            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
-                yield alpaca_row(model, i, outputs[i])
+    yield from alpaca_by_cue(
+        rng,
+        Path(args.alpaca_results),
+        POOL2_ALPACA_MODELS,
+        POOL2_QUOTA,
+        labelled_pool_ids("pool"),
+    )
 
 
 # --------------------------------------------------------------------------- labelling pool 3
@@ -506,7 +533,7 @@ POOL3_QUOTA = {"strong": 12, "danger": 4, "weak": 4}
 
 
 def pool3(args: argparse.Namespace) -> Iterator[dict[str, object]]:
-    """~480 more unlabelled real replies of 24 dev-side chat models on harmless instructions
+    """436 more unlabelled real replies of 24 dev-side chat models on harmless instructions
     (AlpacaEval outputs), mostly replies that decline, hedge or lecture in some phrasing: the
     zone where the ``ngram`` judge's refusal recall was lowest. Ids already in pool.jsonl or
     pool2.jsonl are skipped. Seeded; English only. Labelled by ours3_pass1/2 (LABELLING.md).
@@ -514,31 +541,14 @@ def pool3(args: argparse.Namespace) -> Iterator[dict[str, object]]:
     import random
 
     rng = random.Random(args.seed)
-    taken = {str(r["id"]) for name in ("pool", "pool2") for r in read_jsonl(HERE / f"{name}.jsonl")}
-    alpaca = Path(args.alpaca_results)
-    for model in POOL3_ALPACA_MODELS:
-        if split_of("alpaca_eval", model) != "dev":
-            raise SystemExit(f"pool3: {model} is a test-side model")
-        outputs = alpaca_outputs(alpaca, model)
-        classes: dict[str, list[int]] = {k: [] for k in POOL3_QUOTA}
-        for i, item in enumerate(outputs):
-            text = item["output"] or ""
-            if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
-                continue
-            cls = (
-                "strong"
-                if STRONG_CUE.search(text)
-                else "danger"
-                if DANGER_WORD.search(item["instruction"])
-                else "weak"
-                if WEAK_CUE.search(text)
-                else None
-            )
-            if cls is not None:
-                classes[cls].append(i)
-        for cls, n in POOL3_QUOTA.items():
-            for i in sorted(rng.sample(classes[cls], min(n, len(classes[cls])))):
-                yield alpaca_row(model, i, outputs[i])
+    dev_side_only("pool3", POOL3_ALPACA_MODELS)
+    yield from alpaca_by_cue(
+        rng,
+        Path(args.alpaca_results),
+        POOL3_ALPACA_MODELS,
+        POOL3_QUOTA,
+        labelled_pool_ids("pool", "pool2"),
+    )
 
 
 # --------------------------------------------------------------------------- labelling pool 4
@@ -554,30 +564,21 @@ POOL4_OPENING_CHARS = 300  # a "strong cue" (see pool) within the reply's openin
 
 
 def pool4(args: argparse.Namespace) -> Iterator[dict[str, object]]:
-    """~370 more unlabelled real replies (AlpacaEval outputs, harmless instructions): every reply
+    """368 more unlabelled real replies (AlpacaEval outputs, harmless instructions): every reply
     of ``POOL4_OPENING_MODELS`` whose opening has a strong refusal cue, and every reply of
     ``POOL4_DANGER_MODELS`` to a prompt with a dangerous-sounding word; ids in earlier pools are
     skipped. Deterministic (no draw); English only. Labelled by ours4_pass1/2 (LABELLING.md)."""
-    taken = {
-        str(r["id"])
-        for name in ("pool", "pool2", "pool3")
-        for r in read_jsonl(HERE / f"{name}.jsonl")
-    }
+    taken = labelled_pool_ids("pool", "pool2", "pool3")
+    dev_side_only("pool4", POOL4_OPENING_MODELS + POOL4_DANGER_MODELS)
     alpaca = Path(args.alpaca_results)
     for model in POOL4_OPENING_MODELS + POOL4_DANGER_MODELS:
-        if split_of("alpaca_eval", model) != "dev":
-            raise SystemExit(f"pool4: {model} is a test-side model")
         outputs = alpaca_outputs(alpaca, model)
-        for i, item in enumerate(outputs):
-            text = item["output"] or ""
-            if f"alpaca_eval/{model}/{i}" in taken or not text.strip() or lang_of(text) != "en":
-                continue
+        for i, item, text in alpaca_candidates(outputs, model, taken):
             if model in POOL4_OPENING_MODELS:
                 keep = STRONG_CUE.search(text[:POOL4_OPENING_CHARS]) is not None
             else:
                 keep = DANGER_WORD.search(item["instruction"]) is not None
             if keep:
-                taken.add(f"alpaca_eval/{model}/{i}")
                 yield alpaca_row(model, i, item)
 
 
