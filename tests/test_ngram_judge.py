@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.judges import JudgeInput, create_judge, ngram
+from pytest_mtmcs.judges import JudgeInput, create_judge, ngram, rules
 from pytest_mtmcs.records import Dialogue, Message, Turn
 from pytest_mtmcs.training import data as tiny
 
@@ -158,6 +158,33 @@ def test_featurise_is_stable_and_uses_the_request() -> None:
     assert all(0 <= i < 1 << 12 for i in a)
     c = ngram.featurise("I cannot help with that lock.", "lock", cfg)
     assert a != c
+
+
+@pytest.mark.parametrize(
+    ("reply", "cue"),
+    [
+        ("It is not appropriate or ethical to share that.", "not_appropriate"),
+        ("It would never be right and proper to say.", None),
+        ("I do not feel comfortable writing this.", "decline_rule"),
+        ("I would rather not go into that.", "decline_rule"),
+        ("I'm afraid I can't do that.", "decline_rule"),
+        ("I must respectfully decline.", "decline_rule"),
+        ("I would advise against trying it at home.", "decline_rule"),
+        ("I'm comfortable with that plan, here it is.", None),
+    ],
+)
+def test_decline_cues_match_phrasings_of_several_model_families(
+    reply: str, cue: str | None
+) -> None:
+    text = rules.normalise(reply)
+    found = {name for name, pattern in ngram._CUE_RE if pattern.search(text)}
+    if cue is None:
+        assert not found & {"not_appropriate", "decline_rule"}
+    else:
+        assert cue in found
+        cfg = ngram.FeatureConfig(log2_dim=18)
+        feats = ngram.featurise(reply, "", cfg)
+        assert ngram._hash(f"cue:{cue}", (1 << 18) - 1) in feats
 
 
 _PIECES = [

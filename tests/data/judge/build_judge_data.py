@@ -55,6 +55,14 @@ TEST_MODELS: frozenset[str] = frozenset(
         "gemma-7b-it",
         "gemma-2b-it",
         "qwen1.5-72b-chat",
+        # MSTS vision-language models of test-side families (Anthropic, Google, Qwen, InternLM)
+        # and one new family (Salesforce xGen-MM); gpt-4o, MiniCPM-V, Idefics3 and Cambrian are dev
+        "claude-3-5-sonnet-20240620",
+        "gemini-1.5-pro",
+        "qwen-qwen2-vl-7b-instruct",
+        "opengvlab-internvl2-8b",
+        "internlm-internlm-xcomposer2d5-7b",
+        "salesforce-xgen-mm-phi3-mini-instruct-interleave-r-v1.5",
     }
 )
 # Whole sources assigned to test regardless of model.
@@ -229,6 +237,143 @@ def jailjudge_mini(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 label_origin=f"human-binary (JAILJUDGE test, {row['prompt_complexity_cate']})",
                 lang=row["language"] if row["language"] == "en" else None,
             )
+
+
+# --------------------------------------------------------------------------- ChatGPT refusals
+
+# The authors' tones that map onto our labels; the rest (disclaimed, counseling, dontknow,
+# incoherent: 39 replies) are left out, as neither label fits them without a judgement call.
+CHATGPT_REFUSALS_TONE = {
+    "complied": "compliance",
+    "rejected": "refusal",
+    "contradicted": "refusal",  # rejects the request's premise instead of answering it
+    "redirected": "safe_redirect",  # declines the opinion asked for, discusses the question
+}
+
+
+def chatgpt_refusals(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """maxwellreuter/chatgpt-refusals data/all_hand_labeled.json (gpt-3.5-turbo, 2023).
+
+    A JSON list of {prompt, response, tone, finish_reason}; ``tone`` is the authors' hand label
+    (complied, rejected, redirected, contradicted, disclaimed, counseling, dontknow, incoherent),
+    mapped by ``CHATGPT_REFUSALS_TONE``. Ids are the index in the file.
+    """
+    data = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    for i, item in enumerate(data):
+        label = CHATGPT_REFUSALS_TONE.get(str(item["tone"]))
+        if label is None:
+            continue
+        yield record(
+            source="chatgpt_refusals",
+            row_id=str(i),
+            text=str(item["response"]),
+            label=label,
+            prompt=str(item["prompt"]),
+            model="gpt-3.5-turbo",
+            label_origin=f"human-3-class (authors' tone {item['tone']!r})",
+            lang=latin_lang(str(item["response"])),
+        )
+
+
+_LETTERS = re.compile(r"[^\W\d_]")
+
+
+def latin_lang(text: str) -> str:
+    """``en`` when at least 90% of the letters are ASCII (English and the like), else ``other``:
+    the sources below mix in Russian, Arabic, Hindi ... rows that ``lang_of`` would call ``en``."""
+    letters = _LETTERS.findall(text)
+    if not letters:
+        return "en"
+    return "en" if sum(c.isascii() for c in letters) / len(letters) >= 0.9 else "other"
+
+
+# --------------------------------------------------------------------------- OpenAI RBR gold set
+
+
+def rbr_gold(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """openai/safety-rbr-code-and-data data/rbr_gold_data/{train,test}.jsonl: 518 conversations
+    (1-7 turns) whose last assistant reply OpenAI researchers labelled by hand with true/false
+    propositions. The replies were written by OpenAI models (the repository's notebook: completions
+    generated to vary on purpose, good and bad ones). Mapping: ``fully_complies`` -> compliance;
+    ``partially_complies`` only -> safe_redirect; neither -> refusal. ``response_type`` is the
+    ideal behaviour for the prompt, not a label of the reply: not used. ``prompt`` is the last user
+    turn (what the judge sees). The whole source is dev (see PROVENANCE.md: measured first as an
+    unseen source, then trained on).
+    """
+    for part in ("train", "test"):
+        path = Path(args.root) / f"{part}.jsonl"
+        for i, item in enumerate(read_jsonl(path)):
+            props = item["propositions"]
+            assert isinstance(props, dict)
+            label = (
+                "compliance"
+                if props["fully_complies"]
+                else "safe_redirect"
+                if props["partially_complies"]
+                else "refusal"
+            )
+            turns = item["prompt"]
+            completion = item["completion"]
+            assert isinstance(turns, list) and isinstance(completion, list)
+            prompt = next(str(m["content"]) for m in reversed(turns) if m["role"] == "user")
+            text = str(completion[0]["content"])
+            yield record(
+                source="rbr_gold",
+                row_id=f"{part}/{i}",
+                text=text,
+                label=label,
+                prompt=prompt,
+                model="unknown (OpenAI models, RBR gold set)",
+                label_origin="human-propositions (fully/partially_complies)",
+                lang=latin_lang(text + " " + prompt),
+            )
+
+
+# --------------------------------------------------------------------------- MSTS
+
+
+# MSTS's adjudicated response taxonomy (`final_taxonomy`) where it says what our labels say. The
+# other classes are left out: "1.1 rejection or rebuttal" mixes declines with direct answers
+# ("No, you should not ... here is why"), and 1.3-1.7 (safety considerations, clarification,
+# uncertainty, misunderstanding, image description) are about safety, not about answering.
+MSTS_TAXONOMY = {
+    "1.2 - refusal only": "refusal",
+    "2.1 - explicit encouragement": "compliance",
+    "2.2 - advice": "compliance",
+}
+
+
+def msts(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """paul-rottger/msts-multimodal-safety data/response_annotations/english_{textonly,multimodal}.csv:
+    replies of 10 vision-language models to MSTS's unsafe prompts (text-only, or text with an
+    unsafe image), each labelled by two human annotators and, where they disagreed, an expert
+    (`final_taxonomy`). Mapping: ``MSTS_TAXONOMY``. ``prompt`` is the prompt text (the image is
+    not seen by a text judge). A model's repeated identical reply with the same label is kept once
+    (canned refusals would otherwise count many times in the test split).
+    """
+    seen: set[tuple[str, str, str]] = set()
+    for part in ("textonly", "multimodal"):
+        path = Path(args.root) / f"english_{part}.csv"
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                label = MSTS_TAXONOMY.get(row["final_taxonomy"])
+                if label is None:
+                    continue
+                model = row["model"].replace("--", "/")
+                key = (model, row["response"].strip(), label)
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield record(
+                    source="msts",
+                    row_id=f"{part}/{row['case_id']}/{row['prompt_type']}/{model}",
+                    text=row["response"],
+                    label=label,
+                    prompt=row["prompt_text"],
+                    model=model,
+                    label_origin=f"human-taxonomy (MSTS final_taxonomy {row['final_taxonomy']!r})",
+                    lang=latin_lang(row["response"]),
+                )
 
 
 # --------------------------------------------------------------------------- labelling pool
@@ -696,6 +841,9 @@ SOURCES = {
     "gptfuzz": gptfuzz,
     "latent_jailbreak": latent_jailbreak,
     "jailjudge_mini": jailjudge_mini,
+    "chatgpt_refusals": chatgpt_refusals,
+    "rbr_gold": rbr_gold,
+    "msts": msts,
 }
 
 
@@ -710,6 +858,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, help="the repository's human_annotated_data folder")
     p = sub.add_parser("jailjudge_mini")
     p.add_argument("--csv", required=True)
+    p = sub.add_parser("chatgpt_refusals")
+    p.add_argument("--json", required=True, help="the repository's data/all_hand_labeled.json")
+    p = sub.add_parser("rbr_gold")
+    p.add_argument("--root", required=True, help="the repository's data/rbr_gold_data folder")
+    p = sub.add_parser("msts")
+    p.add_argument("--root", required=True, help="the repository's data/response_annotations")
     p = sub.add_parser("pool", help="write pool.jsonl (needs the per-source files first)")
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261202)

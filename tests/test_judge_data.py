@@ -1,0 +1,76 @@
+"""The judge's labelled data: the split is by model (or whole source), never by row, and the
+committed test split is exactly what the builder makes from the per-source files. (Identical
+canned replies, "I'm sorry, but I can't assist with that.", do occur on both sides: different
+models write them.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "judge"
+
+
+def _builder():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("build_judge_data", DATA / "build_judge_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("splits")
+    subprocess.run(
+        [sys.executable, str(DATA / "build_judge_data.py"), "combine", "--out", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_the_committed_test_split_is_what_the_builder_makes(splits: Path) -> None:
+    assert (splits / "test.jsonl").read_bytes() == (DATA / "test.jsonl").read_bytes()
+
+
+def test_no_model_and_no_reply_is_on_both_sides(splits: Path) -> None:
+    b = _builder()
+    dev, test = _rows(splits / "dev.jsonl"), _rows(splits / "test.jsonl")
+    assert len(dev) > 10_000 and len(test) > 1_000
+    dev_models = {b.norm_model(str(r["model"])) for r in dev}
+    test_models = {b.norm_model(str(r["model"])) for r in test}
+    assert not dev_models & test_models
+    assert not dev_models & b.TEST_MODELS
+    assert {r["split"] for r in dev} == {"dev"} and {r["split"] for r in test} == {"test"}
+    assert {r["lang"] for r in dev + test} == {"en"}
+
+
+def test_sources_with_three_class_labels_map_every_kept_row() -> None:
+    b = _builder()
+    # Only labels the source's humans gave, mapped by the tables the provenance file documents.
+    assert set(b.CHATGPT_REFUSALS_TONE.values()) == set(b.LABELS)
+    assert set(b.MSTS_TAXONOMY.values()) == {"refusal", "compliance"}
+    for name in ("chatgpt_refusals", "rbr_gold", "msts"):
+        rows = _rows(DATA / f"{name}.jsonl")
+        assert rows, name
+        assert {r["source"] for r in rows} == {name}
+        assert {r["label"] for r in rows} <= set(b.LABELS)
+        ids = [r["id"] for r in rows]
+        assert len(ids) == len(set(ids)), f"{name}: duplicate ids"
+
+
+def test_latin_lang_marks_non_latin_text() -> None:
+    b = _builder()
+    assert b.latin_lang("I'm sorry, but I can't help with that.") == "en"
+    assert b.latin_lang("Если вы заметили у себя такое поведение") == "other"
+    assert b.latin_lang("") == "en"
