@@ -257,3 +257,39 @@ def test_suite_toml_buckets_are_used_also_by_the_xdist_controller(pytester, suit
     assert result.ret == 0
     rows = {line.split()[0] for line in result.outlines if re.match(r"^\S+\s+\d+\s+safety\s", line)}
     assert rows == {"1-4", "5+", "all"}
+
+
+_RECORD_THRESHOLDS = """
+import gc, json, pathlib
+def pytest_runtest_setup(item):
+    pathlib.Path("seen.json").write_text(json.dumps(gc.get_threshold()))
+"""
+
+
+def test_the_collector_runs_rarely_while_dialogues_run_and_is_restored_after(pytester, suite):
+    import gc
+
+    from pytest_mtmcs.session import RUN_GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    pytester.makeconftest(_RECORD_THRESHOLDS)
+    result = pytester.runpytest_inprocess(
+        "suites", "--mtmcs-model=scripted:refuse-all", "-p", "no:cacheprovider", "--mtmcs-no-cache"
+    )
+    assert result.ret == 0
+    seen = json.loads((pytester.path / "seen.json").read_text())
+    assert seen == [max(a, b) for a, b in zip(before, RUN_GC_THRESHOLDS, strict=True)]
+    assert seen[0] >= 100_000
+    assert gc.get_threshold() == before
+
+
+def test_a_session_without_dialogues_keeps_the_collector_as_it_was(pytester):
+    import gc
+
+    before = gc.get_threshold()
+    pytester.makeconftest(_RECORD_THRESHOLDS)
+    pytester.makepyfile(test_plain="def test_one():\n    assert True\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == 0
+    assert json.loads((pytester.path / "seen.json").read_text()) == list(before)
+    assert gc.get_threshold() == before

@@ -162,7 +162,7 @@ def asked_words(prompt: str) -> frozenset[str]:
         from pytest_mtmcs.judges import rules
 
         t = rules.normalise(prompt)
-    return frozenset(w for w in _WORD.findall(t) if w not in _STOP)
+    return frozenset(_WORD.findall(t)).difference(_STOP)
 
 
 def with_prompt(
