@@ -31,7 +31,7 @@ from pytest_mtmcs.records import DialogueResult, GenerationSettings, Suite
 STATUS_ATTR = "mtmcs_status"
 XFAIL_KEY = pytest.StashKey[str]()
 RESULT_ATTR = "mtmcs"
-# The cyclic collector's thresholds while dialogues run (see pytest_collection_modifyitems): a
+# The cyclic collector's thresholds while dialogues run (see pytest_sessionstart): a
 # young-generation pass every 100,000 net allocations instead of 700, full passes far rarer.
 RUN_GC_THRESHOLDS = (100_000, 50, 100)
 
