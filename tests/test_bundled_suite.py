@@ -6,9 +6,7 @@ one test also loads it through `pytest_mtmcs.suite.load_suite`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import tomllib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -16,6 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.scripts import load_script
 
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "mtmcs_mini"
 BUCKETS = {"1": range(1, 2), "2-3": range(2, 4), "4-5": range(4, 6), "6+": range(6, 100)}
@@ -47,16 +47,7 @@ def _pairs() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mtmcs_mini_build", SUITE / "build_suite.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is being built.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_script(SUITE / "build_suite.py", "mtmcs_mini_build")
 
 
 def test_file_is_sorted_stable_and_unique() -> None:

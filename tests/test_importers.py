@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 from collections import Counter
@@ -22,6 +21,7 @@ from pytest_mtmcs.buckets import DEFAULT_BUCKETS
 from pytest_mtmcs.errors import SuiteError
 from pytest_mtmcs.importers import mtmcs_bench, safemt
 from pytest_mtmcs.records import Dialogue, Suite
+from tests.scripts import load_script
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 MTMCS = REFERENCE / "mtmcs"
@@ -494,11 +494,7 @@ def test_mtmcs_not_parquet(tmp_path: Path) -> None:
 
 
 def make_scale_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_mtmcs_scale", MAKE_SCALE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(MAKE_SCALE, "make_mtmcs_scale")
 
 
 def test_generated_scale_folder_imports(tmp_path: Path) -> None:

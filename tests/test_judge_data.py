@@ -5,23 +5,21 @@ models write them.)"""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from tests.scripts import load_script
 
 DATA = Path(__file__).parent / "data" / "judge"
 
 
-def _builder():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("build_judge_data", DATA / "build_judge_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def b() -> ModuleType:
+    return load_script(DATA / "build_judge_data.py", "build_judge_data")
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +33,13 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _rows(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
 def test_the_committed_test_split_is_what_the_builder_makes(splits: Path) -> None:
     assert (splits / "test.jsonl").read_bytes() == (DATA / "test.jsonl").read_bytes()
 
 
-def test_no_model_and_no_reply_is_on_both_sides(splits: Path) -> None:
-    b = _builder()
-    dev, test = _rows(splits / "dev.jsonl"), _rows(splits / "test.jsonl")
+def test_no_model_and_no_reply_is_on_both_sides(b: ModuleType, splits: Path) -> None:
+    dev = list(b.read_jsonl(splits / "dev.jsonl"))
+    test = list(b.read_jsonl(splits / "test.jsonl"))
     assert len(dev) > 10_000 and len(test) > 1_000
     dev_models = {b.norm_model(str(r["model"])) for r in dev}
     test_models = {b.norm_model(str(r["model"])) for r in test}
@@ -55,13 +49,12 @@ def test_no_model_and_no_reply_is_on_both_sides(splits: Path) -> None:
     assert {r["lang"] for r in dev + test} == {"en"}
 
 
-def test_sources_with_three_class_labels_map_every_kept_row() -> None:
-    b = _builder()
+def test_sources_with_three_class_labels_map_every_kept_row(b: ModuleType) -> None:
     # Only labels the source's humans gave, mapped by the tables the provenance file documents.
     assert set(b.CHATGPT_REFUSALS_TONE.values()) == set(b.LABELS)
     assert set(b.MSTS_TAXONOMY.values()) == {"refusal", "compliance"}
     for name in ("chatgpt_refusals", "rbr_gold", "msts"):
-        rows = _rows(DATA / f"{name}.jsonl")
+        rows = list(b.read_jsonl(DATA / f"{name}.jsonl"))
         assert rows, name
         assert {r["source"] for r in rows} == {name}
         assert {r["label"] for r in rows} <= set(b.LABELS)
@@ -69,8 +62,7 @@ def test_sources_with_three_class_labels_map_every_kept_row() -> None:
         assert len(ids) == len(set(ids)), f"{name}: duplicate ids"
 
 
-def test_latin_lang_marks_non_latin_text() -> None:
-    b = _builder()
+def test_latin_lang_marks_non_latin_text(b: ModuleType) -> None:
     assert b.latin_lang("I'm sorry, but I can't help with that.") == "en"
     assert b.latin_lang("Если вы заметили у себя такое поведение") == "other"
     assert b.latin_lang("") == "en"
