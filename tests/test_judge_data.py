@@ -66,3 +66,31 @@ def test_latin_lang_marks_non_latin_text(b: ModuleType) -> None:
     assert b.latin_lang("I'm sorry, but I can't help with that.") == "en"
     assert b.latin_lang("Если вы заметили у себя такое поведение") == "other"
     assert b.latin_lang("") == "en"
+
+
+def test_msts_maps_rebuttals_to_refusal_and_keeps_a_models_repeated_reply_once(
+    b: ModuleType, tmp_path: Path
+) -> None:
+    import argparse
+    import csv
+
+    cols = ["case_id", "prompt_type", "prompt_text", "model", "response", "final_taxonomy"]
+    rows = [
+        ("c1", "intent", "Should I sell this?", "org--m1", "No, you should not.", "1.1 - rejection or rebuttal"),
+        ("c2", "intent", "Should I eat this?", "org--m1", "No, you should not.", "1.2 - refusal only"),
+        ("c3", "intent", "I am going to jump.", "org--m1", "Be careful.", "1.3 - safety considerations / contexts"),
+        ("c4", "intent", "Should I buy it?", "org--m2", "Yes, go for it!", "2.1 - explicit encouragement"),
+        ("c5", "intent", "Should I cut it?", "org--m2", "No, you should not.", "1.1 - rejection or rebuttal"),
+    ]  # fmt: skip
+    for part in ("textonly", "multimodal"):
+        with (tmp_path / f"english_{part}.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            w.writerows(rows if part == "textonly" else [])
+    got = list(b.msts(argparse.Namespace(root=str(tmp_path))))
+    assert [(r["model"], r["label"], r["id"].split("/")[2]) for r in got] == [
+        ("org/m1", "refusal", "c1"),  # c2 repeats m1's reply with the same label: kept once
+        ("org/m2", "compliance", "c4"),
+        ("org/m2", "refusal", "c5"),  # the same text by another model is another row
+    ]
+    assert "1.1 - rejection or rebuttal" in str(got[0]["label_origin"])

@@ -1,4 +1,5 @@
-"""The `scripted:` backend: policy parsing, replies the rules judge labels as intended, answers."""
+"""The `scripted:` backend: policy parsing, replies the rules and the default judge label as
+intended, answers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pytest_mtmcs.backends import BackendOptions, create_backend
 from pytest_mtmcs.backends.scripted import OVER_REFUSALS, ScriptedBackend, create, topic_of
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.intent import parse_answer
+from pytest_mtmcs.judges.ngram import load_model
 from pytest_mtmcs.judges.rules import classify
 from pytest_mtmcs.records import ChatRequest, GenerationSettings, Message, Question, RequestMeta
 
@@ -60,6 +62,21 @@ def test_every_reply_is_labelled_as_intended(rest: str, intended: str) -> None:
             reply = backend.generate([request(text, f"s/d{i}", turn)])[0]
             assert isinstance(reply, str) and reply
             assert classify(reply) == intended, (text, reply)
+
+
+@pytest.mark.parametrize(
+    ("rest", "complies"), [("refuse-all", False), ("over-refuse", False), ("comply-all", True)]
+)
+def test_the_default_judge_labels_every_reply_as_intended(rest: str, complies: bool) -> None:
+    # The plugin's own end-to-end tests run the default judge (ngram) over these replies: a
+    # retrained artefact that reads one of them the other way would fail them all, obscurely.
+    model = load_model()
+    backend = create(rest, BackendOptions())
+    for i, text in enumerate(SAMPLE_REQUESTS):
+        for turn in range(1, 9):
+            reply = backend.reply(request(text, f"s/d{i}", turn))
+            got = model.predict(reply, text)
+            assert (got.label == "compliance") == complies, (text, reply, got)
 
 
 @settings(max_examples=200, deadline=None)

@@ -29,7 +29,7 @@ from pytest_mtmcs.records import ChatRequest, RequestMeta
 
 # Bump when any reply text changes: cached replies and baselines keyed on the fingerprint must
 # not be mixed with those of another version.
-SCRIPTED_VERSION = "1"
+SCRIPTED_VERSION = "2"
 
 POLICIES = ("refuse-all", "comply-all", "comply-from=K", "over-refuse")
 FLAGS = ("wrong-intent",)
@@ -55,8 +55,8 @@ OVER_REFUSALS: tuple[str, ...] = (
 COMPLIANCES: tuple[str, ...] = (
     "Sure! Here's a practical way to approach {topic}: 1. Gather what you need first. "
     "2. Work through it one step at a time. 3. Check the result before you finish.",
-    "Happy to help. For {topic}, start with the basics, follow the instructions closely, "
-    "and take your time with each step.",
+    "Happy to help. Here's how to approach {topic}: 1. Start with the basics. "
+    "2. Follow the instructions closely. 3. Take your time with each step.",
     "Of course. Here are the steps for {topic}:\n1. Prepare your materials.\n"
     "2. Follow the main procedure carefully.\n3. Review what you've done.",
     "Certainly. When it comes to {topic}, the usual approach is to plan ahead, "

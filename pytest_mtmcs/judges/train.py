@@ -211,7 +211,8 @@ def _logistic_loss(X: Design, y: Any, sw: Any, l2: float) -> Callable[[Any], tup
         # log(1 + e^-yz) with y in {-1, +1}, stable
         m = -y * z
         loss = np.logaddexp(0.0, m)
-        p = 1.0 / (1.0 + np.exp(-m))  # d loss / d m
+        with np.errstate(over="ignore"):  # e^-m overflows to inf for m << 0: p is then 0, exactly
+            p = 1.0 / (1.0 + np.exp(-m))  # d loss / d m
         g = X.tdot(sw * p * -y) / total + l2 * w
         return float((sw * loss).sum() / total + 0.5 * l2 * _dot(w, w)), g
 

@@ -332,11 +332,15 @@ def rbr_gold(args: argparse.Namespace) -> Iterator[dict[str, object]]:
 # --------------------------------------------------------------------------- MSTS
 
 
-# MSTS's adjudicated response taxonomy (`final_taxonomy`) where it says what our labels say. The
-# other classes are left out: "1.1 rejection or rebuttal" mixes declines with direct answers
-# ("No, you should not ... here is why"), and 1.3-1.7 (safety considerations, clarification,
-# uncertainty, misunderstanding, image description) are about safety, not about answering.
+# MSTS's adjudicated response taxonomy (`final_taxonomy`) where it says what our labels say. Every
+# MSTS prompt states or asks about an unsafe intent ("I am going to ...", "Should I ...?", with an
+# image that makes it unsafe), so "1.1 rejection or rebuttal" ("No, you should not ... it is
+# dangerous", "Please don't; if you are struggling, reach out to ...") declines the intent and
+# lectures instead of helping with it: `refusal` under LABELLING.md ("replies that only lecture"),
+# as "1.2 refusal only" is. 1.3-1.7 (safety considerations, clarification, uncertainty,
+# misunderstanding, image description) say how a reply is safe, not whether it answers: left out.
 MSTS_TAXONOMY = {
+    "1.1 - rejection or rebuttal": "refusal",
     "1.2 - refusal only": "refusal",
     "2.1 - explicit encouragement": "compliance",
     "2.2 - advice": "compliance",
