@@ -1,6 +1,6 @@
 """How well a judge agrees with human labels: the numbers behind `pytest-mtmcs judge-agreement`.
 
-Input: JSONL or CSV rows with `text` (the reply), `label` (`refusal`, `safe_redirect` or
+Input: JSONL or CSV rows (either may be gzipped, `.gz`) with `text` (the reply), `label` (`refusal`, `safe_redirect` or
 `compliance`) and optional `prompt` (the request the reply answers), `source`, `model`, `split`.
 Output (`measure`): 3-class accuracy and Cohen's kappa with the confusion matrix; the safety view,
 compliance vs not (accuracy, and precision/recall of `compliance`); the helpfulness view, refusal
@@ -12,6 +12,7 @@ dropped: it counts as wrong in every view and is counted and shown.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -316,9 +317,18 @@ def _csv(path: Path, text: str) -> Iterable[LabelledReply]:
         yield _row(path, first, rec)
 
 
+def _plain_suffix(path: Path) -> str:
+    """`.jsonl` for `x.jsonl` and for `x.jsonl.gz`."""
+    suffix = path.suffix.lower()
+    return Path(path.stem).suffix.lower() if suffix == ".gz" else suffix
+
+
 def read_text(path: Path) -> str:
-    """UTF-8 (with or without a BOM), else cp1252: the encodings labelled CSVs come in."""
+    """UTF-8 (with or without a BOM), else cp1252: the encodings labelled CSVs come in. A `.gz`
+    file is decompressed first (a file that is not gzip raises OSError)."""
     data = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        data = gzip.decompress(data)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -326,9 +336,10 @@ def read_text(path: Path) -> str:
 
 
 def is_csv(path: Path, text: str) -> bool:
-    if path.suffix.lower() in (".csv", ".tsv"):
+    suffix = _plain_suffix(path)
+    if suffix in (".csv", ".tsv"):
         return True
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    if suffix in (".jsonl", ".json", ".ndjson"):
         return False
     return not text.lstrip().startswith("{")
 
@@ -502,7 +513,7 @@ def add_arguments(p: Any) -> None:
     """The options of `pytest-mtmcs judge-agreement`."""
     p.add_argument(
         "--labelled",
-        help="JSONL or CSV with text, label (refusal|safe_redirect|compliance) and optional "
+        help="JSONL or CSV (either may be gzipped) with text, label (refusal|safe_redirect|compliance) and optional "
         "prompt, source, model, split (default: the rules judge's own hand-written set)",
     )
     p.add_argument(

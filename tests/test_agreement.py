@@ -105,6 +105,26 @@ def test_jsonl_and_csv_read_the_same_rows(tmp_path: Path) -> None:
     assert [r.line for r in cs] == [2, 3, 4, 5]
 
 
+def test_gzipped_files_read_like_plain_ones_and_a_bad_gzip_names_the_file(tmp_path: Path) -> None:
+    import gzip
+
+    plain = write_jsonl(tmp_path / "x.jsonl", ROWS)
+    packed = tmp_path / "x.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    rows = load_labelled_records(packed)
+    assert [(r.text, r.label, r.line) for r in rows] == [
+        (r.text, r.label, r.line) for r in load_labelled_records(plain)
+    ]
+    gz_csv = tmp_path / "y.csv.gz"
+    gz_csv.write_bytes(gzip.compress(b"text,label\nhello,refusal\n"))
+    assert [(r.text, r.label) for r in load_labelled_records(gz_csv)] == [("hello", "refusal")]
+    bad = tmp_path / "z.jsonl.gz"
+    bad.write_bytes(plain.read_bytes())
+    with pytest.raises(LabelledDataError) as e:
+        load_labelled_records(bad)
+    assert str(e.value).startswith(f"{bad}: cannot read")
+
+
 def test_csv_in_cp1252_with_multiline_fields_and_bom(tmp_path: Path) -> None:
     cp = tmp_path / "judge-comparison.csv"
     text = 'Label,Text,prompt\r\nrefusal,"I can\u2019t help \u2014 sorry.\r\nReally.",x\r\n'

@@ -5,6 +5,10 @@ models write them.)"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +16,7 @@ from types import ModuleType
 
 import pytest
 
+from pytest_mtmcs.judges.train import ensure_split
 from tests.scripts import load_script
 
 DATA = Path(__file__).parent / "data" / "judge"
@@ -54,7 +59,7 @@ def test_sources_with_three_class_labels_map_every_kept_row(b: ModuleType) -> No
     assert set(b.CHATGPT_REFUSALS_TONE.values()) == set(b.LABELS)
     assert set(b.MSTS_TAXONOMY.values()) == {"refusal", "compliance"}
     for name in ("chatgpt_refusals", "rbr_gold", "msts"):
-        rows = list(b.read_jsonl(DATA / f"{name}.jsonl"))
+        rows = list(b.read_jsonl(b.source_path(name)))
         assert rows, name
         assert {r["source"] for r in rows} == {name}
         assert {r["label"] for r in rows} <= set(b.LABELS)
@@ -71,9 +76,6 @@ def test_latin_lang_marks_non_latin_text(b: ModuleType) -> None:
 def test_msts_maps_rebuttals_to_refusal_and_keeps_a_models_repeated_reply_once(
     b: ModuleType, tmp_path: Path
 ) -> None:
-    import argparse
-    import csv
-
     cols = ["case_id", "prompt_type", "prompt_text", "model", "response", "final_taxonomy"]
     rows = [
         ("c1", "intent", "Should I sell this?", "org--m1", "No, you should not.", "1.1 - rejection or rebuttal"),
@@ -94,3 +96,32 @@ def test_msts_maps_rebuttals_to_refusal_and_keeps_a_models_repeated_reply_once(
         ("org/m2", "refusal", "c5"),  # the same text by another model is another row
     ]
     assert "1.1 - rejection or rebuttal" in str(got[0]["label_origin"])
+
+
+def test_per_source_files_are_gzip_with_stable_bytes_and_feed_the_trainers_dev_split(
+    b: ModuleType, tmp_path: Path
+) -> None:
+    def rows(n: int) -> list[dict[str, object]]:
+        return [
+            b.record(source="x", row_id=str(i), text=f"reply {i}", label="refusal", prompt="q",
+                     model="some-dev-model", label_origin="test")
+            for i in range(n)
+        ]  # fmt: skip
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(DATA / "build_judge_data.py", data)
+    src = data / "x.jsonl.gz"
+    b.write_jsonl(src, rows(2))
+    first = src.read_bytes()
+    b.write_jsonl(src, rows(2))
+    assert src.read_bytes() == first and first[:2] == b"\x1f\x8b"  # gzip, the same bytes again
+    assert [r["id"] for r in b.read_jsonl(src)] == ["x/0", "x/1"]
+
+    dev = ensure_split(data, "dev")
+    assert len(list(b.read_jsonl(dev))) == 2
+    # A newer per-source file makes the generated dev split stale: it is built again.
+    b.write_jsonl(src, rows(3))
+    later = dev.stat().st_mtime_ns + 1_000_000_000
+    os.utime(src, ns=(later, later))
+    assert len(list(b.read_jsonl(ensure_split(data, "dev")))) == 3

@@ -84,7 +84,11 @@ def ensure_split(data: Path, split: str = "dev") -> Path:
     script = data / BUILD_SCRIPT
     if not script.exists():
         return path
-    inputs = [script, *(p for p in data.glob("*.jsonl") if p.stem not in ("dev", "test"))]
+    inputs = [
+        script,
+        *data.glob("*.jsonl.gz"),  # the per-source files
+        *(p for p in data.glob("*.jsonl") if p.stem not in ("dev", "test")),  # pools, our labels
+    ]
     why = (
         "missing"
         if not path.exists()

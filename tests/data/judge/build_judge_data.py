@@ -1,8 +1,9 @@
 """Convert public human-labelled model replies into the judge's JSONL data files.
 
 Each subcommand reads the raw files of one source (paths on the command line; where they come
-from is written in PROVENANCE.md beside this script) and writes ``<source>.jsonl`` here. Every
-line is one real model reply with its human label::
+from is written in PROVENANCE.md beside this script) and writes ``<source>.jsonl.gz`` here
+(gzip: the replies compress 5-6x, and a reviewer reads them with ``zcat``). Every line is one real
+model reply with its human label::
 
     {"id", "text", "label", "prompt", "source", "model", "split", "label_origin", "lang"}
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import re
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+SOURCE_SUFFIX = ".jsonl.gz"
 LABELS = ("refusal", "safe_redirect", "compliance")
 
 # Models whose replies form the test split (no dev row comes from these models). Names are
@@ -127,21 +130,33 @@ def record(
     }
 
 
+def source_path(name: str) -> Path:
+    """The per-source file a subcommand writes (the pools and our label passes stay plain JSONL)."""
+    return HERE / f"{name}{SOURCE_SUFFIX}"
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, object]]) -> Counter[tuple[str, str, str]]:
+    """One JSON object a line, gzip-compressed when `path` ends in .gz (with no name and no time in
+    the header: the same rows always give the same bytes)."""
     counts: Counter[tuple[str, str, str]] = Counter()
+    lines = []
+    for row in rows:
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        counts[(str(row["model"]), str(row["split"]), str(row["label"]))] += 1
+    data = "".join(lines).encode("utf-8")
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
     # Written beside and renamed: a reader (the trainer, a parallel test) never sees half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", encoding="utf-8", newline="\n") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            counts[(str(row["model"]), str(row["split"]), str(row["label"]))] += 1
+    tmp.write_bytes(data)
     os.replace(tmp, path)
     return counts
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, object]]:
-    with path.open(encoding="utf-8") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
@@ -516,7 +531,7 @@ def pool(args: argparse.Namespace) -> Iterator[dict[str, object]]:
 
     rng = random.Random(args.seed)
     for source, per_model in POOL_NONCOMPLIANCE.items():
-        rows = [r for r in read_jsonl(HERE / f"{source}.jsonl") if r["label"] == "refusal"]
+        rows = [r for r in read_jsonl(source_path(source)) if r["label"] == "refusal"]
         for model, n in per_model.items():
             seen: set[str] = set()
             cand = []
@@ -794,10 +809,8 @@ def combine(args: argparse.Namespace) -> None:
     used: set[str] = set()
     overruled = 0
     splits: dict[str, list[dict[str, object]]] = {"dev": [], "test": []}
-    for path in sorted(HERE.glob("*.jsonl")):
-        if path.stem in ("dev", "test", *POOLS) or path.stem.startswith("ours"):
-            continue
-        if path.stem in EXCLUDED_SOURCES:
+    for path in sorted(HERE.glob(f"*{SOURCE_SUFFIX}")):
+        if path.name.removesuffix(SOURCE_SUFFIX) in EXCLUDED_SOURCES:
             continue
         for row in read_jsonl(path):
             if row["lang"] != "en":
@@ -900,7 +913,7 @@ def main(argv: list[str] | None = None) -> int:
                 n += 1
         print(args.cmd, n)
         return 0
-    counts = write_jsonl(HERE / f"{args.cmd}.jsonl", SOURCES[args.cmd](args))
+    counts = write_jsonl(source_path(args.cmd), SOURCES[args.cmd](args))
     for key, n in sorted(counts.items()):
         print(*key, n, sep="\t")
     return 0
