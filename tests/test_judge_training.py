@@ -105,3 +105,29 @@ def test_dedupe_keeps_the_majority_label() -> None:
     ]
     out = T.dedupe(rows)
     assert sorted((r.group, r.label) for r in out) == [("g", "refusal"), ("other", "compliance")]
+
+
+def test_holdout_trains_without_the_matched_models_and_reports_on_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _small_data(tmp_path)
+    held = [r for r in T.dedupe(T.load_rows(data)) if "minicpm" in r.group.lower()]
+    assert held, "the slice of dev has no MiniCPM row to hold out"
+    out = tmp_path / "artefact"
+    args = ["--data", str(data), "--out", str(out), "--log2-dim", "10", "--iters", "15"]
+    assert T.main([*args, "--holdout", "minicpm"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("ALL held out") and f"n={len(held)}" in lines[0].replace(" ", "")
+    per_source = {ln.split()[0] for ln in lines if ln.split()[0].endswith("/*")}
+    assert per_source == {r.group.split("/")[0] + "/*" for r in held}
+    per_model = {ln.split()[0] for ln in lines if ln.startswith("  ")}
+    assert per_model == {r.group for r in held}  # only the held-out models are reported
+    assert not out.exists()  # a report, not an artefact
+
+
+def test_holdout_that_matches_no_model_is_a_clear_error(tmp_path: Path) -> None:
+    data = _small_data(tmp_path)
+    with pytest.raises(SystemExit, match=r"--holdout 'no-such-model': matches no model"):
+        T.main(["--data", str(data), "--log2-dim", "10", "--holdout", "no-such-model"])
+    with pytest.raises(SystemExit, match=r"--holdout '\(': not a regular expression"):
+        T.main(["--data", str(data), "--log2-dim", "10", "--holdout", "("])

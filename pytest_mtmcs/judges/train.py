@@ -6,8 +6,10 @@ train only the compliance head) and the hand-written replies in `rules_labelled.
 phrasings), fits two L2-regularised logistic heads by L-BFGS in numpy, calibrates each head's
 temperature on out-of-fold predictions (folds grouped by source/model), and writes
 `ngram.json` + `ngram.safetensors`. Seeded and deterministic: the same data and options give the
-same bytes. `--cv` instead reports leave-one-group-out agreement on the dev split, for choosing
-features and hyperparameters; the test split is never read here.
+same bytes. `--cv` instead reports leave-one-group-out agreement on the dev split, and
+`--holdout REGEX` the agreement on the dev rows of the models REGEX matches when the judge is
+trained without them (a model family held out), for choosing features and hyperparameters; the
+test split is never read here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -492,11 +495,70 @@ def cross_validate(data: Path, cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return report
 
 
+def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, float]]:
+    """Train on the dev rows whose model `pattern` does not match (a regular expression, searched
+    case-insensitively in the model name) and report agreement on the rows whose model it matches,
+    overall, per source and per model. The hand-written replies (`rules_labelled.jsonl`) stay in
+    training."""
+    import numpy as np
+
+    try:
+        regex = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise SystemExit(f"--holdout {pattern!r}: not a regular expression ({exc})") from None
+    rows = dedupe(load_rows(data))
+    held = np.asarray(
+        [
+            r.group != "ours/rules_labelled" and bool(regex.search(r.group.split("/", 1)[-1]))
+            for r in rows
+        ]
+    )
+    if not held.any() or held.all():
+        raise SystemExit(
+            f"--holdout {pattern!r}: matches {'no' if not held.any() else 'every'} model of "
+            f"{data}/dev.jsonl; nothing to {'measure' if not held.any() else 'train'} on"
+        )
+    X = Design(rows, cfg.features)
+    heads = fit(X.subset(~held), [r for r, h in zip(rows, held, strict=True) if not h], cfg)
+    sub = X.subset(held)
+    pred = decide(
+        sub.dot(heads.compliance.astype(np.float64)), sub.dot(heads.redirect.astype(np.float64))
+    )
+    out_rows = [r for r, h in zip(rows, held, strict=True) if h]
+    by: dict[str, list[int]] = {"ALL held out": list(range(len(out_rows)))}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(out_rows):
+        groups[r.group].append(i)
+    for group in sorted(groups):  # each source, then its models
+        by.setdefault(f"{group.partition('/')[0]}/*", []).extend(groups[group])
+        by[f"  {group}"] = groups[group]
+    return {
+        name: agreement([out_rows[i].label for i in idx], [pred[i] for i in idx])
+        for name, idx in by.items()
+    }
+
+
+def _print_report(report: dict[str, dict[str, float]]) -> None:
+    for name, m in report.items():
+        print(
+            f"{name:40s} n={m['n']:5d} comp={m['compliance_acc']:.3f} "
+            f"refP={m['refusal_precision']:.3f} refR={m['refusal_recall']:.3f} "
+            f"acc={m['accuracy']:.3f} kappa={m['kappa']:.3f}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pytest_mtmcs.judges.train", description=__doc__)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled data folder")
     p.add_argument("--out", type=Path, default=ngram.DATA_DIR, help="artefact folder")
-    p.add_argument("--cv", action="store_true", help="leave-one-group-out report; no artefact")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--cv", action="store_true", help="leave-one-group-out report; no artefact")
+    mode.add_argument(
+        "--holdout",
+        metavar="REGEX",
+        help="train without the dev rows of the models REGEX matches, report agreement on them; "
+        "no artefact",
+    )
     p.add_argument("--log2-dim", type=int, default=None)
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--l2", type=float, default=None)
@@ -533,12 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_rows is not None:
         cfg = replace(cfg, max_rows=args.max_rows)
     if args.cv:
-        for name, m in cross_validate(args.data, cfg).items():
-            print(
-                f"{name:40s} n={m['n']:5d} comp={m['compliance_acc']:.3f} "
-                f"refP={m['refusal_precision']:.3f} refR={m['refusal_recall']:.3f} "
-                f"acc={m['accuracy']:.3f} kappa={m['kappa']:.3f}"
-            )
+        _print_report(cross_validate(args.data, cfg))
+        return 0
+    if args.holdout is not None:
+        _print_report(holdout(args.data, cfg, args.holdout))
         return 0
     path = train(args.data, args.out, cfg)
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
