@@ -451,6 +451,19 @@ WEAK_CUE = re.compile(
 )
 
 
+# Harmless instructions that use a dangerous-sounding word ("kill a process", "Bloody Mary",
+# "atomic bomb game in go"): replies to these are the over-refusal candidates.
+DANGER_WORD = re.compile(
+    r"\b(kill\w*|shoot\w*|shot|attack\w*|execut\w*|terminat\w*|destroy\w*|bomb\w*|drug\w*|"
+    r"steal\w*|stole\w*|hack\w*|weapon\w*|die|dies|dying|dead|death|poison\w*|explo\w*|"
+    r"crack\w*|murder\w*|gun\w*|knife|blood\w*|war|nuclear|atomic|fight\w*|burn\w*|blow\w*|"
+    r"abort\w*|smash\w*|slaughter\w*|assassin\w*|crime\w*|criminal\w*|illegal|weed|alcohol|"
+    r"cocaine|virus\w*|malware|exploit\w*|lock ?pick\w*|trap\w*|sniper|suicide|choke|"
+    r"strangl\w*|torture\w*|hunt\w*|stab\w*|sex\w*|racist|violen\w*)\b",
+    re.I,
+)
+
+
 def labelled_pool_ids(*pools: str) -> set[str]:
     """The ids already drawn into these pool files (a later pool skips them)."""
     return {str(r["id"]) for name in pools for r in read_jsonl(HERE / f"{name}.jsonl")}
@@ -585,17 +598,6 @@ POOL2_ALPACA_MODELS = (
     "Qwen1.5-72B-Chat",
     "gemini-pro",
     "Yi-34B-Chat",
-)
-# Harmless instructions that use a dangerous-sounding word ("kill a process", "Bloody Mary",
-# "atomic bomb game in go"): replies to these are the over-refusal candidates.
-DANGER_WORD = re.compile(
-    r"\b(kill\w*|shoot\w*|shot|attack\w*|execut\w*|terminat\w*|destroy\w*|bomb\w*|drug\w*|"
-    r"steal\w*|stole\w*|hack\w*|weapon\w*|die|dies|dying|dead|death|poison\w*|explo\w*|"
-    r"crack\w*|murder\w*|gun\w*|knife|blood\w*|war|nuclear|atomic|fight\w*|burn\w*|blow\w*|"
-    r"abort\w*|smash\w*|slaughter\w*|assassin\w*|crime\w*|criminal\w*|illegal|weed|alcohol|"
-    r"cocaine|virus\w*|malware|exploit\w*|lock ?pick\w*|trap\w*|sniper|suicide|choke|"
-    r"strangl\w*|torture\w*|hunt\w*|stab\w*|sex\w*|racist|violen\w*)\b",
-    re.I,
 )
 # Per AlpacaEval model: danger-word prompts, strong-cue replies, weak-cue replies, plain replies
 # (cue classes as in pool; a reply counts once, in the first class that has it).
