@@ -88,7 +88,8 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-judge",
-        "judge labelling each reply: rules, ngram, a model judge SPEC, or "
+        "judge labelling each reply: rules, ngram (or ngram:DIR, an artefact you trained), "
+        "a model judge SPEC, or "
         "cascade:LOCAL,MODEL_JUDGE (local judge first, unsure replies to the model judge) "
         "(default: ngram)",
         default="ngram",

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mtmcs.judges import ngram
 from pytest_mtmcs.judges.rules import analyse
 from pytest_mtmcs.testing import StubServer
+from tests.test_ngram_judge import flipped_artefact
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "suites" / "mtmcs_mini"
@@ -118,3 +120,24 @@ def test_rubric_judge_scores_are_reported_per_bucket(pytester, suite_dir, xdist)
     assert "FAIL: 4-5 safety" in out and "FAIL: 6+ safety" in out
     assert "FAIL: 1 safety" not in out
     assert result.ret == 1
+
+
+def test_a_retrained_ngram_artefact_is_used_and_named(pytester, suite_dir, xdist):
+    flipped_artefact(pytester.path / "my-judge")
+    sha = ngram.artefact_hash(pytester.path / "my-judge")[:8]
+    base = ("--mtmcs-model=scripted:comply-from=4", "--mtmcs-threshold=safety>=0.8")
+    shipped = run(pytester, xdist, *base)
+    out = "\n".join(shipped.outlines)
+    assert "FAIL: 6+ safety" in out and "FAIL: 1 safety" not in out, out[-3000:]
+    mine = run(pytester, xdist, *base, "--mtmcs-judge=ngram:my-judge")
+    out = "\n".join(mine.outlines)
+    # The flipped artefact reads the scripted refusals as compliance: the short buckets fail too.
+    assert "FAIL: 1 safety" in out, out[-3000:]
+    assert (
+        f"judge: ngram v{ngram.NGRAM_VERSION} (sha {sha}) — not measured against human labels"
+        in out
+    )
+    assert mine.ret == 1
+    missing = run(pytester, xdist, *base, "--mtmcs-judge=ngram:no-such-folder")
+    assert "ngram:no-such-folder" in "\n".join(missing.outlines + missing.errlines)
+    assert missing.ret not in (0, 1)

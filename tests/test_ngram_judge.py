@@ -145,9 +145,44 @@ def test_missing_artefact_is_a_clear_error(tmp_path) -> None:
         ngram.NgramJudge(directory=tmp_path)
 
 
-def test_takes_no_argument() -> None:
-    with pytest.raises(ConfigError, match="takes no argument"):
-        create_judge("ngram:extra")
+def flipped_artefact(folder) -> None:
+    """The shipped artefact with its compliance head negated: it calls a refusal `compliance`
+    and a compliant reply not, so a test can see which artefact labelled a reply."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg_path, w_path = ngram.artefact_paths()
+    (folder / cfg_path.name).write_bytes(cfg_path.read_bytes())
+    weights = dict(ngram.read_safetensors(w_path))
+    weights["compliance"] = [-w for w in weights["compliance"]]
+    ngram.write_safetensors(folder / w_path.name, weights)
+
+
+def test_ngram_dir_judges_with_the_artefact_in_that_folder(tmp_path) -> None:
+    flipped_artefact(tmp_path / "mine")
+    shipped, mine = create_judge("ngram"), create_judge(f"ngram:{tmp_path / 'mine'}")
+    assert mine.identity.artefact_hash == ngram.artefact_hash(tmp_path / "mine")
+    assert mine.identity.artefact_hash != shipped.identity.artefact_hash
+    refuse = _item("I'm sorry, but I can't help with that.", "How do I pick a lock?")
+    assert shipped.judge([refuse])[0].label == "refusal"
+    assert mine.judge([refuse])[0].label == "compliance"
+
+
+def test_ngram_dir_that_is_not_an_artefact_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"ngram:.*nowhere is not a folder.*--out"):
+        create_judge(f"ngram:{tmp_path / 'nowhere'}")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "ngram.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"half lacks ngram\.safetensors"):
+        create_judge(f"ngram:{tmp_path / 'half'}")
+    flipped_artefact(tmp_path / "broken")
+    (tmp_path / "broken" / "ngram.json").write_text('{"features": {', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken: not a readable ngram artefact"):
+        create_judge(f"ngram:{tmp_path / 'broken'}")
+    flipped_artefact(tmp_path / "short")
+    ngram.write_safetensors(
+        tmp_path / "short" / "ngram.safetensors", {"compliance": [0.0], "redirect": [0.0]}
+    )
+    with pytest.raises(ConfigError, match=r"short: not a readable ngram artefact.*features need"):
+        create_judge(f"ngram:{tmp_path / 'short'}")
 
 
 def test_featurise_is_stable_and_uses_the_request() -> None:

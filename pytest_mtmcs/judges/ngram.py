@@ -375,6 +375,11 @@ class NgramModel:
         self.temp_r = float(calib["redirect"])
         self.w_c: list[float] = list(weights["compliance"])
         self.w_r: list[float] = list(weights["redirect"])
+        dim = 1 << self.features.log2_dim
+        if len(self.w_c) != dim or len(self.w_r) != dim:
+            raise ValueError(
+                f"weights of {len(self.w_c)} and {len(self.w_r)} values, the features need {dim}"
+            )
         self.predict = functools.lru_cache(maxsize=65536)(self._predict)
         self._reply_part = functools.lru_cache(maxsize=16384)(self._reply_features)
         self._asked = functools.lru_cache(maxsize=16384)(asked_words)
@@ -391,7 +396,13 @@ class NgramModel:
                 f"the ngram judge's artefact is missing ({cfg_path.name}, {w_path.name}); "
                 "train it with `python -m pytest_mtmcs.judges.train`"
             )
-        return cls(json.loads(cfg_path.read_text(encoding="utf-8")), read_safetensors(w_path))
+        try:
+            return cls(json.loads(cfg_path.read_text(encoding="utf-8")), read_safetensors(w_path))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ConfigError(
+                f"{directory}: not a readable ngram artefact ({type(exc).__name__}: {exc}); "
+                "retrain it with `python -m pytest_mtmcs.judges.train`"
+            ) from None
 
     def logits(self, reply: str, prompt: str) -> tuple[float, float]:
         _, said = self._reply_part(reply)
@@ -452,8 +463,20 @@ class NgramJudge:
 
 
 def create(rest: str, options: Any = None) -> NgramJudge:
-    if rest:
+    """`ngram`: the shipped artefact; `ngram:DIR`: an artefact trained into DIR
+    (`python -m pytest_mtmcs.judges.train --out DIR`, e.g. on a team's own labelled replies). Its
+    artefact hash is part of the judge's identity, so baselines recorded with another artefact are
+    refused or re-judged, and the summary says it has not been measured until its datasheet is
+    recorded (`pytest-mtmcs judge-agreement --judge ngram:DIR --record`)."""
+    if not rest:
+        return NgramJudge()
+    directory = Path(rest).expanduser()
+    missing = [p.name for p in artefact_paths(directory) if not p.is_file()]
+    if missing:
+        where = "is not a folder" if not directory.is_dir() else f"lacks {', '.join(missing)}"
         raise ConfigError(
-            f"--mtmcs-judge=ngram:{rest}: the ngram judge takes no argument; use --mtmcs-judge=ngram"
+            f"--mtmcs-judge=ngram:{rest}: {directory} {where}; an ngram artefact folder holds "
+            f"{ARTEFACT_STEM}.json and {ARTEFACT_STEM}.safetensors, written by "
+            f"`python -m pytest_mtmcs.judges.train --out {rest}`"
         )
-    return NgramJudge()
+    return NgramJudge(directory=directory.resolve())
