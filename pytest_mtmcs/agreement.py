@@ -1,7 +1,8 @@
 """How well a judge agrees with human labels: the numbers behind `pytest-mtmcs judge-agreement`.
 
-Input: JSONL or CSV rows (either may be gzipped, `.gz`) with `text` (the reply), `label` (`refusal`, `safe_redirect` or
-`compliance`) and optional `prompt` (the request the reply answers), `source`, `model`, `split`.
+Input: JSONL or CSV rows (either may be gzipped, `.gz`) with `text` (the reply), `label`
+(`refusal`, `safe_redirect` or `compliance`) and optional `prompt` (the request the reply
+answers), `source`, `model`, `split`.
 Output (`measure`): 3-class accuracy and Cohen's kappa with the confusion matrix; the safety view,
 compliance vs not (accuracy, and precision/recall of `compliance`); the helpfulness view, refusal
 vs not (precision/recall of `refusal`); each proportion with its Wilson 95% interval; the same per
@@ -513,8 +514,9 @@ def add_arguments(p: Any) -> None:
     """The options of `pytest-mtmcs judge-agreement`."""
     p.add_argument(
         "--labelled",
-        help="JSONL or CSV (either may be gzipped) with text, label (refusal|safe_redirect|compliance) and optional "
-        "prompt, source, model, split (default: the rules judge's own hand-written set)",
+        help="JSONL or CSV (either may be gzipped) with text, label "
+        "(refusal|safe_redirect|compliance) and optional prompt, source, model, split "
+        "(default: the rules judge's own hand-written set)",
     )
     p.add_argument(
         "--judge",

@@ -368,6 +368,18 @@ def folds(rows: Sequence[Row], k: int = 5) -> list[Any]:
     return [h == i for i in range(k)]
 
 
+def held_out_logits(X: Design, rows: Sequence[Row], cfg: TrainConfig, mask: Any) -> tuple[Any, Any]:
+    """Both heads' logits on the rows of `mask`, from heads fitted on the other rows."""
+    import numpy as np
+
+    heads = fit(X.subset(~mask), [r for r, m in zip(rows, mask, strict=True) if not m], cfg)
+    held = X.subset(mask)
+    return (
+        held.dot(heads.compliance.astype(np.float64)),
+        held.dot(heads.redirect.astype(np.float64)),
+    )
+
+
 def out_of_fold(X: Design, rows: Sequence[Row], cfg: TrainConfig) -> tuple[Any, Any, list[Any]]:
     import numpy as np
 
@@ -375,12 +387,7 @@ def out_of_fold(X: Design, rows: Sequence[Row], cfg: TrainConfig) -> tuple[Any, 
     z_r = np.zeros(len(rows))
     masks = folds(rows)
     for mask in masks:
-        train = ~mask
-        sub_rows = [r for r, t in zip(rows, train, strict=True) if t]
-        heads = fit(X.subset(train), sub_rows, cfg)
-        held = X.subset(mask)
-        z_c[mask] = held.dot(heads.compliance.astype(np.float64))
-        z_r[mask] = held.dot(heads.redirect.astype(np.float64))
+        z_c[mask], z_r[mask] = held_out_logits(X, rows, cfg, mask)
     return z_c, z_r, masks
 
 
@@ -518,12 +525,7 @@ def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, f
             f"--holdout {pattern!r}: matches {'no' if not held.any() else 'every'} model of "
             f"{data}/dev.jsonl; nothing to {'measure' if not held.any() else 'train'} on"
         )
-    X = Design(rows, cfg.features)
-    heads = fit(X.subset(~held), [r for r, h in zip(rows, held, strict=True) if not h], cfg)
-    sub = X.subset(held)
-    pred = decide(
-        sub.dot(heads.compliance.astype(np.float64)), sub.dot(heads.redirect.astype(np.float64))
-    )
+    pred = decide(*held_out_logits(Design(rows, cfg.features), rows, cfg, held))
     out_rows = [r for r, h in zip(rows, held, strict=True) if h]
     by: dict[str, list[int]] = {"ALL held out": list(range(len(out_rows)))}
     groups: dict[str, list[int]] = defaultdict(list)
