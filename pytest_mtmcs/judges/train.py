@@ -502,24 +502,30 @@ def cross_validate(data: Path, cfg: TrainConfig) -> dict[str, dict[str, float]]:
     return report
 
 
-def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, float]]:
-    """Train on the dev rows whose model `pattern` does not match (a regular expression, searched
-    case-insensitively in the model name) and report agreement on the rows whose model it matches,
-    overall, per source and per model. The hand-written replies (`rules_labelled.jsonl`) stay in
-    training."""
+def holdout_mask(rows: Sequence[Row], pattern: str) -> Any:
+    """The rows whose model `pattern` matches (a regular expression, searched case-insensitively
+    in the model name); the hand-written replies (`rules_labelled.jsonl`) never."""
     import numpy as np
 
     try:
         regex = re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
         raise SystemExit(f"--holdout {pattern!r}: not a regular expression ({exc})") from None
-    rows = dedupe(load_rows(data))
-    held = np.asarray(
+    return np.asarray(
         [
             r.group != "ours/rules_labelled" and bool(regex.search(r.group.split("/", 1)[-1]))
             for r in rows
         ]
     )
+
+
+def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, float]]:
+    """Train on the dev rows whose model `pattern` does not match (a regular expression, searched
+    case-insensitively in the model name) and report agreement on the rows whose model it matches,
+    overall, per source and per model. The hand-written replies (`rules_labelled.jsonl`) stay in
+    training."""
+    rows = dedupe(load_rows(data))
+    held = holdout_mask(rows, pattern)
     if not held.any() or held.all():
         raise SystemExit(
             f"--holdout {pattern!r}: matches {'no' if not held.any() else 'every'} model of "
@@ -540,7 +546,7 @@ def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, f
     }
 
 
-def _print_report(report: dict[str, dict[str, float]]) -> None:
+def print_report(report: dict[str, dict[str, float]]) -> None:
     for name, m in report.items():
         print(
             f"{name:40s} n={m['n']:5d} comp={m['compliance_acc']:.3f} "
@@ -597,10 +603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_rows is not None:
         cfg = replace(cfg, max_rows=args.max_rows)
     if args.cv:
-        _print_report(cross_validate(args.data, cfg))
+        print_report(cross_validate(args.data, cfg))
         return 0
     if args.holdout is not None:
-        _print_report(holdout(args.data, cfg, args.holdout))
+        print_report(holdout(args.data, cfg, args.holdout))
         return 0
     path = train(args.data, args.out, cfg)
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
