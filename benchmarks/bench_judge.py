@@ -24,13 +24,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pytest_mtmcs.agreement import (  # noqa: E402
+from pytest_mtmcs.judges import JudgeInput  # noqa: E402
+from pytest_mtmcs.judges.agreement import (  # noqa: E402
     build_judge,
     default_judge,
     judge_inputs,
     load_labelled_records,
 )
-from pytest_mtmcs.judges import JudgeInput  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "judge"
 

@@ -7,12 +7,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pytest_mtmcs.aggregate import BaselineComparison, SuiteOutcome
-from pytest_mtmcs.buckets import DEFAULT, Buckets
-from pytest_mtmcs.compare import compare_buckets, item_flips
-from pytest_mtmcs.metrics import bucket_table
+from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
+from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.metrics import bucket_table
+from pytest_mtmcs.outcome.gate import BaselineComparison, SuiteOutcome
+from pytest_mtmcs.outcome.report import ReportData, write_files
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
-from pytest_mtmcs.report import ReportData, write_files
 
 N = 30_080
 rng = random.Random(0)

@@ -24,16 +24,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pytest_mtmcs.agreement import (  # noqa: E402
+from pytest_mtmcs.judges import Judgment  # noqa: E402
+from pytest_mtmcs.judges.agreement import (  # noqa: E402
     build_judge,
     default_judge,
     judge_rows,
     load_labelled_records,
     measure,
 )
-from pytest_mtmcs.judges import Judgment  # noqa: E402
 from pytest_mtmcs.judges.cascade import escalates  # noqa: E402
-from pytest_mtmcs.judges.train import ensure_split  # noqa: E402
+from pytest_mtmcs.judges.ngram_training import ensure_split  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "judge"
 THRESHOLDS = (0.0, 0.3, 0.45, 0.55, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pytest_mtmcs.judges import ngram  # noqa: E402
-from pytest_mtmcs.judges import train as T  # noqa: E402
+from pytest_mtmcs.judges import ngram_training as T  # noqa: E402
 
 HOLDOUT = r"llama-2-(7b|13b|70b)-chat|mistral-7b-instruct|gpt4|gpt-4(?!o)"
 DATA = REPO / "tests" / "data" / "judge"

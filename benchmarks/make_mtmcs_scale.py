@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def time_load(out: Path, repeat: int = 3) -> None:
     """Prints the best of `repeat` loads (Suite built, images verified) per importer option set."""
-    from pytest_mtmcs.importers import mtmcs_bench
+    from pytest_mtmcs.suite.importers import mtmcs_bench
 
     cases: list[dict[str, Any]] = [
         {},

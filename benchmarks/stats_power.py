@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_mtmcs.buckets import DEFAULT, Buckets  # noqa: E402
-from pytest_mtmcs.compare import compare_buckets  # noqa: E402
-from pytest_mtmcs.metrics import bucket_table  # noqa: E402
+from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets  # noqa: E402
+from pytest_mtmcs.analysis.comparison import compare_buckets  # noqa: E402
+from pytest_mtmcs.analysis.metrics import bucket_table  # noqa: E402
+from pytest_mtmcs.analysis.stats import min_detectable_drop, wilson_interval  # noqa: E402
 from pytest_mtmcs.records import DialogueResult, QuestionResult  # noqa: E402
-from pytest_mtmcs.stats import min_detectable_drop, wilson_interval  # noqa: E402
 
 SECTION = "## Regression test: false alarms and power"
 B = Buckets.parse(DEFAULT)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mtmcs import options as opts
+from pytest_mtmcs.harness import options as opts
 
 SESSION_PLUGIN = "mtmcs-session"
 XDIST_PLUGIN = "mtmcs-xdist"
@@ -20,9 +20,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from pytest_mtmcs.collect import SESSION_KEY
     from pytest_mtmcs.errors import ConfigError
-    from pytest_mtmcs.session import MtmcsSession, XdistHooks
+    from pytest_mtmcs.harness.items import SESSION_KEY
+    from pytest_mtmcs.harness.session import MtmcsSession, XdistHooks
 
     session = MtmcsSession(config)
     try:
@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, SESSION_PLUGIN)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(session), XDIST_PLUGIN)
-    from pytest_mtmcs.interrupts import InterruptGuard
+    from pytest_mtmcs.harness.interrupts import InterruptGuard
 
     config.pluginmanager.register(InterruptGuard(config), INTERRUPTS_PLUGIN)
 
@@ -48,7 +48,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path, parent):  # type: ignore[no-untyped-def]
     """A `suite.toml` under the test paths is a suite: its dialogues are collected as tests."""
     if file_path.name == "suite.toml":
-        from pytest_mtmcs.collect import SuiteCollector, note_suite_file
+        from pytest_mtmcs.harness.items import SuiteCollector, note_suite_file
 
         note_suite_file(parent.config, file_path)
         return SuiteCollector.from_parent(parent, path=file_path)
@@ -63,12 +63,12 @@ def pytest_collection_modifyitems(
     before -k/-m deselection sees the items."""
     specs = opts.value(config, "--mtmcs-suite") or ()
     if specs:
-        from pytest_mtmcs.collect import fresh_specs
-        from pytest_mtmcs.session import load_all
+        from pytest_mtmcs.harness.items import fresh_specs
+        from pytest_mtmcs.harness.session import load_all
 
         fresh = fresh_specs(config, specs)
         items.extend(load_all(session, fresh))
     if opts.raw(config, "--mtmcs-shard"):
-        from pytest_mtmcs.collect import SESSION_KEY
+        from pytest_mtmcs.harness.items import SESSION_KEY
 
         config.stash[SESSION_KEY].select_shard(config, items)

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtmcs.agreement import (
+from pytest_mtmcs.analysis.stats import wilson_interval
+from pytest_mtmcs.cli.main import main
+from pytest_mtmcs.harness.options import BY_FLAG
+from pytest_mtmcs.judges import JudgeIdentity, Judgment
+from pytest_mtmcs.judges import datasheet as ds
+from pytest_mtmcs.judges.agreement import (
     LabelledDataError,
     LabelledReply,
     OracleJudge,
@@ -19,11 +24,6 @@ from pytest_mtmcs.agreement import (
     load_labelled_records,
     measure,
 )
-from pytest_mtmcs.cli import main
-from pytest_mtmcs.judges import JudgeIdentity, Judgment
-from pytest_mtmcs.judges import datasheet as ds
-from pytest_mtmcs.options import BY_FLAG
-from pytest_mtmcs.stats import wilson_interval
 
 REFUSE = "I'm sorry, but I can't help with that."
 COMPLY = "Sure, here are the steps: 1. Mix the flour. 2. Bake for 20 minutes."
@@ -227,7 +227,7 @@ def test_command_prints_every_view(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_errors_are_counted_and_shown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_mtmcs.agreement as agreement
+    import pytest_mtmcs.judges.agreement as agreement
 
     monkeypatch.setattr(agreement, "build_judge", lambda *a, **k: Recorder())
     path = write_jsonl(tmp_path / "set.jsonl", ROWS)
@@ -240,7 +240,7 @@ def test_errors_are_counted_and_shown(
 def test_default_judge_is_the_plugins(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import pytest_mtmcs.agreement as agreement
+    import pytest_mtmcs.judges.agreement as agreement
 
     seen: list[str] = []
     real = agreement.build_judge

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtmcs.baseline import read_baseline, write_baseline
+from pytest_mtmcs.baseline.store import read_baseline, write_baseline
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "suites" / "mtmcs_mini"
@@ -176,7 +176,7 @@ def test_update_refused_when_backend_failed(pytester, project):
 _WRITER = """
 import sys, threading
 from pathlib import Path
-from pytest_mtmcs import baseline
+from pytest_mtmcs.baseline import store as baseline
 from pytest_mtmcs.records import DialogueResult
 
 orig = baseline.BaselineSerializer.write_file.__func__

@@ -1,7 +1,7 @@
 """The bundled `suites/mtmcs_mini` suite: its promised shape, and that its generator reproduces it.
 
 The JSONL is read directly with `json` so these checks do not depend on the loader's behaviour;
-one test also loads it through `pytest_mtmcs.suite.load_suite`.
+one test also loads it through `pytest_mtmcs.suite.native.load_suite`.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def test_intent_questions_on_every_row() -> None:
 
 
 def test_images_exist_decode_and_stay_small() -> None:
-    from pytest_mtmcs.images import verify_image
+    from pytest_mtmcs.suite.images import verify_image
 
     used = {row["image"] for row in ROWS if row["image"]}
     files = {f"images/{p.name}" for p in (SUITE / "images").iterdir()}
@@ -239,7 +239,7 @@ def test_generator_refuses_a_scene_with_the_risk_in_the_wrong_turn() -> None:
 
 
 def test_the_loader_accepts_the_suite() -> None:
-    suite_module = pytest.importorskip("pytest_mtmcs.suite")
+    suite_module = pytest.importorskip("pytest_mtmcs.suite.native")
     suite = suite_module.load_suite(SUITE)
     assert suite.name == "mtmcs_mini"
     assert [d.id for d in suite.dialogues] == [row["id"] for row in ROWS]

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mtmcs import cache as cache_module
-from pytest_mtmcs.cache import (
+from pytest_mtmcs.backends import cache as cache_module
+from pytest_mtmcs.backends.cache import (
     RESPONSE_NAMESPACE,
     NullCache,
     ResponseCache,
@@ -380,7 +380,7 @@ def _child_env() -> dict[str, str]:
 
 WRITER = """
 import sys
-from pytest_mtmcs.cache import ResponseCache
+from pytest_mtmcs.backends.cache import ResponseCache
 path, first, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 cache = ResponseCache(path)
 for start in range(first, first + n, batch):
@@ -419,7 +419,7 @@ def test_four_processes_writing_overlapping_keys(tmp_path: Path) -> None:
 
 KILLED = """
 import sys
-from pytest_mtmcs.cache import ResponseCache
+from pytest_mtmcs.backends.cache import ResponseCache
 path, first = sys.argv[1], int(sys.argv[2])
 cache = ResponseCache(path)
 i = first

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_mtmcs.suite import load_suite, resolve_suite
+from pytest_mtmcs.suite.native import load_suite, resolve_suite
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 

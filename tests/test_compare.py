@@ -5,11 +5,11 @@ from functools import cache
 
 import pytest
 
-from pytest_mtmcs.buckets import DEFAULT, Buckets
-from pytest_mtmcs.compare import BucketComparison, Flip, compare_buckets, item_flips
-from pytest_mtmcs.metrics import Rate
+from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
+from pytest_mtmcs.analysis.comparison import BucketComparison, Flip, compare_buckets, item_flips
+from pytest_mtmcs.analysis.metrics import Rate
+from pytest_mtmcs.analysis.stats import holm, mcnemar_exact
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
-from pytest_mtmcs.stats import holm, mcnemar_exact
 
 B = Buckets.parse(DEFAULT)
 

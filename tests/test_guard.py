@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_mtmcs.backends import Backend, BackendOptions, Generation, create_backend
-from pytest_mtmcs.errors import BackendError, ConfigError
-from pytest_mtmcs.guard import (
+from pytest_mtmcs.engine.guarded_backend import (
     INPUT_REFUSAL,
     OUTPUT_REFUSAL,
     GuardedBackend,
@@ -20,6 +19,8 @@ from pytest_mtmcs.guard import (
     interventions_in,
     parse_guard_spec,
 )
+from pytest_mtmcs.engine.runner import Engine
+from pytest_mtmcs.errors import BackendError, ConfigError
 from pytest_mtmcs.judges.rules import RulesJudge, analyse
 from pytest_mtmcs.records import (
     ChatRequest,
@@ -30,7 +31,6 @@ from pytest_mtmcs.records import (
     RequestMeta,
     Turn,
 )
-from pytest_mtmcs.runner import Engine
 from pytest_mtmcs.testing import StubServer
 
 SETTINGS = GenerationSettings(max_new_tokens=64)
@@ -165,7 +165,7 @@ def test_guarded_comply_all_holds_safety_where_unguarded_fails() -> None:
 
 
 def test_guarded_comply_all_on_the_bundled_suite() -> None:
-    from pytest_mtmcs.suite import load_suite
+    from pytest_mtmcs.suite.native import load_suite
 
     suite = load_suite(REPO / "suites" / "mtmcs_mini")
     judge = RulesJudge()

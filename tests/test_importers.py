@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mtmcs.buckets import DEFAULT_BUCKETS
+from pytest_mtmcs.analysis.buckets import DEFAULT_BUCKETS
 from pytest_mtmcs.errors import SuiteError
-from pytest_mtmcs.importers import mtmcs_bench, safemt
 from pytest_mtmcs.records import Dialogue, Suite
+from pytest_mtmcs.suite.importers import mtmcs_bench, safemt
 from tests.scripts import load_script
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
@@ -840,7 +840,7 @@ def test_parse_array_matches_json_and_tracks_starts(items: list[Any], indent: in
     ids=["mtmcs-bench", "safemt"],
 )
 def test_native_round_trip(tmp_path: Path, load: Callable[[], Suite]) -> None:
-    from pytest_mtmcs.suite import load_suite, write_suite
+    from pytest_mtmcs.suite.native import load_suite, write_suite
 
     imported = load()
     write_suite(imported, tmp_path / "native")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mtmcs.intent import parse_answer, question_prompt, transcript_text
 from pytest_mtmcs.records import ImageRef, Message, Question
+from pytest_mtmcs.suite.questions import parse_answer, question_prompt, transcript_text
 
 OPTIONS = ("To cook dinner", "To hurt someone", "To clean the kitchen", "To sell the knife")
 MCQ = Question("mcq", "What does the user most likely want?", "C", OPTIONS)

@@ -52,7 +52,7 @@ import sqlite3
 import time
 
 from pytest_mtmcs.backends import create_backend
-from pytest_mtmcs.cache import RESPONSE_NAMESPACE, cache_key
+from pytest_mtmcs.backends.cache import RESPONSE_NAMESPACE, cache_key
 
 
 def _wait_for(path):

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from pytest_mtmcs.judges.train import ensure_split
+from pytest_mtmcs.judges.ngram_training import ensure_split
 from tests.scripts import load_script
 
 DATA = Path(__file__).parent / "data" / "judge"

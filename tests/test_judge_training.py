@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mtmcs.judges import ngram
-from pytest_mtmcs.judges import train as T
+from pytest_mtmcs.judges import ngram_training as T
 
 DATA = Path(__file__).parent / "data" / "judge"
 
@@ -56,7 +56,7 @@ def test_the_artefact_does_not_depend_on_the_thread_count(tmp_path: Path) -> Non
     for threads in ("1", "2"):
         env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
         args = ["--data", str(data), "--out", str(tmp_path / threads), *small_full_dim]
-        cmd = [sys.executable, "-m", "pytest_mtmcs.judges.train", *args]
+        cmd = [sys.executable, "-m", "pytest_mtmcs.judges.ngram_training", *args]
         subprocess.run(cmd, env=env, check=True, capture_output=True)
     for pa, pb in zip(
         ngram.artefact_paths(tmp_path / "1"), ngram.artefact_paths(tmp_path / "2"), strict=True

@@ -4,9 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_mtmcs.buckets import DEFAULT, Buckets
-from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.metrics import (
+from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
+from pytest_mtmcs.analysis.metrics import (
     METRICS,
     Rate,
     bucket_table,
@@ -16,13 +15,14 @@ from pytest_mtmcs.metrics import (
     safety_by_depth,
     units,
 )
-from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
-from pytest_mtmcs.thresholds import (
+from pytest_mtmcs.analysis.thresholds import (
     Threshold,
     check_thresholds,
     evaluate_thresholds,
     parse_threshold,
 )
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
 B = Buckets.parse(DEFAULT)
 

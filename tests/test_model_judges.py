@@ -13,7 +13,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_mtmcs.backends import BackendOptions, create_backend
-from pytest_mtmcs.cache import ResponseCache, judgment_namespace
+from pytest_mtmcs.backends.cache import ResponseCache, judgment_namespace
+from pytest_mtmcs.baseline.rejudge import (
+    judge_inputs,
+    only_judge_differs,
+    rejudge,
+    rejudge_baseline,
+)
+from pytest_mtmcs.baseline.transcripts import (
+    read_transcripts,
+    transcripts_path,
+    write_transcripts,
+)
+from pytest_mtmcs.engine.runner import Engine
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import JudgeIdentity, JudgeInput, Judgment, create_judge
 from pytest_mtmcs.judges import prompts as P
@@ -34,14 +46,7 @@ from pytest_mtmcs.records import (
     Message,
     Turn,
 )
-from pytest_mtmcs.rejudge import judge_inputs, only_judge_differs, rejudge, rejudge_baseline
-from pytest_mtmcs.runner import Engine
 from pytest_mtmcs.testing import StubServer
-from pytest_mtmcs.transcripts import (
-    read_transcripts,
-    transcripts_path,
-    write_transcripts,
-)
 
 FAST = {"backoff_base_s": 0.001, "backoff_cap_s": 0.005}
 SETTINGS = GenerationSettings(max_new_tokens=64)
@@ -582,7 +587,7 @@ def test_missing_or_corrupt_transcripts(tmp_path: Path) -> None:
 
 
 def test_rejudge_baseline_from_stored_transcripts(tmp_path: Path) -> None:
-    from pytest_mtmcs.baseline import make_header, read_baseline, write_baseline
+    from pytest_mtmcs.baseline.store import make_header, read_baseline, write_baseline
 
     results = list(run_results().values())
     header = make_header(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtmcs.options import markdown_table
+from pytest_mtmcs.harness.options import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "suites" / "mtmcs_mini"
@@ -269,7 +269,7 @@ def pytest_runtest_setup(item):
 def test_the_collector_runs_rarely_while_dialogues_run_and_is_restored_after(pytester, suite):
     import gc
 
-    from pytest_mtmcs.session import RUN_GC_THRESHOLDS
+    from pytest_mtmcs.harness.session import RUN_GC_THRESHOLDS
 
     before = gc.get_threshold()
     pytester.makeconftest(_RECORD_THRESHOLDS)

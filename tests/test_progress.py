@@ -6,7 +6,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_mtmcs.progress import Progress, format_duration, format_finish, format_progress
+from pytest_mtmcs.harness.progress import Progress, format_duration, format_finish, format_progress
 
 
 class FakeClock:

@@ -16,14 +16,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pytest_mtmcs.baseline import parse_entry
-from pytest_mtmcs.buckets import Buckets
-from pytest_mtmcs.compare import compare_buckets
-from pytest_mtmcs.errors import MtmcsError
-from pytest_mtmcs.intent import parse_answer
-from pytest_mtmcs.metrics import METRICS, bucket_table
-from pytest_mtmcs.records import DialogueResult, Question, QuestionResult, ReplyResult
-from pytest_mtmcs.stats import (
+from pytest_mtmcs.analysis.buckets import Buckets
+from pytest_mtmcs.analysis.comparison import compare_buckets
+from pytest_mtmcs.analysis.metrics import METRICS, bucket_table
+from pytest_mtmcs.analysis.stats import (
     holm,
     mcnemar_exact,
     min_detectable_drop,
@@ -31,8 +27,12 @@ from pytest_mtmcs.stats import (
     trajectory_sigma,
     wilson_interval,
 )
-from pytest_mtmcs.suite import load_suite
-from pytest_mtmcs.thresholds import parse_threshold
+from pytest_mtmcs.analysis.thresholds import parse_threshold
+from pytest_mtmcs.baseline.store import parse_entry
+from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.records import DialogueResult, Question, QuestionResult, ReplyResult
+from pytest_mtmcs.suite.native import load_suite
+from pytest_mtmcs.suite.questions import parse_answer
 
 FEW = settings(
     max_examples=100,

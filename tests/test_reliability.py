@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtmcs.cache import ResponseCache
+from pytest_mtmcs.backends.cache import ResponseCache
 from pytest_mtmcs.errors import MtmcsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,12 +220,12 @@ def test_full_disk_at_the_end_of_the_run_is_a_failed_run_not_a_traceback(
 ):
     import errno
 
-    import pytest_mtmcs.report
+    import pytest_mtmcs.outcome.report
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "rep/report.html")
 
-    monkeypatch.setattr(pytest_mtmcs.report, "write_report", full_disk)
+    monkeypatch.setattr(pytest_mtmcs.outcome.report, "write_report", full_disk)
     result = pytester.runpytest(
         "suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all",
         "--mtmcs-report=rep",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtmcs.baseline_check import check_text
-from pytest_mtmcs.cli import main as cli_main
+from pytest_mtmcs.baseline.strict_reader import check_text
+from pytest_mtmcs.cli.main import main as cli_main
 from pytest_mtmcs.errors import ConfigError
 from tests.test_reliability import no_traceback, small_suite
 
@@ -131,7 +131,7 @@ def test_strict_reader_names_the_line(text, line, words):
 
 
 def test_strict_reader_accepts_the_stored_baselines():
-    from pytest_mtmcs.baseline import check_baseline_file
+    from pytest_mtmcs.baseline.store import check_baseline_file
 
     stored = sorted((Path(__file__).resolve().parents[1] / "baselines").glob("*/*.ambr"))
     assert stored

@@ -12,7 +12,6 @@ import pytest
 
 from pytest_mtmcs.backends import BackendOptions, create_backend
 from pytest_mtmcs.errors import BackendError, ConfigError
-from pytest_mtmcs.intent import question_prompt, transcript_text
 from pytest_mtmcs.records import (
     ChatRequest,
     GenerationSettings,
@@ -20,6 +19,7 @@ from pytest_mtmcs.records import (
     Question,
     RequestMeta,
 )
+from pytest_mtmcs.suite.questions import question_prompt, transcript_text
 
 
 def _warm_up_parquet() -> None:

@@ -15,11 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_mtmcs.buckets import DEFAULT, Buckets
-from pytest_mtmcs.cli import main as cli_main
-from pytest_mtmcs.compare import compare_buckets, item_flips
-from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
-from pytest_mtmcs.report import (
+from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
+from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.cli.main import main as cli_main
+from pytest_mtmcs.outcome.report import (
     MAX_MD_FLIPS,
     RESULT_COLUMNS,
     ReportData,
@@ -28,6 +27,7 @@ from pytest_mtmcs.report import (
     summary_markdown,
     write_files,
 )
+from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
 
 def _warm_up_parquet() -> None:
@@ -365,8 +365,8 @@ def dr(
 def outcome(
     results: list[DialogueResult], baseline: list[DialogueResult] | None = None
 ) -> ReportData:
-    from pytest_mtmcs.aggregate import BaselineComparison, SuiteOutcome
-    from pytest_mtmcs.metrics import bucket_table
+    from pytest_mtmcs.analysis.metrics import bucket_table
+    from pytest_mtmcs.outcome.gate import BaselineComparison, SuiteOutcome
 
     comps = []
     data = ReportData(suites=[], info={"model": "m", "judge": {"name": "rules"}})
@@ -403,7 +403,7 @@ def test_text_is_escaped_and_flip_lists_capped(tmp_path):
     assert "<script>" not in html and "evil.example" in html
     assert "&lt;script&gt;" in html
     check_html(tmp_path / "report.html")
-    from pytest_mtmcs.report_html import MAX_HTML_FLIPS
+    from pytest_mtmcs.outcome.html import MAX_HTML_FLIPS
 
     assert html.count("<details") == MAX_HTML_FLIPS
     assert f"and {60 - MAX_HTML_FLIPS} more" in html

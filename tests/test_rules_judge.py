@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 import pytest_mtmcs.judges.rules as rules
-from pytest_mtmcs.agreement import (
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.judges import JudgeInput, create_judge
+from pytest_mtmcs.judges.agreement import (
     agreement,
     format_agreement,
     load_labelled,
     load_labelled_records,
 )
-from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.judges import JudgeInput, create_judge
 from pytest_mtmcs.records import REPLY_LABELS, Dialogue, Message, Turn
 
 LABELLED = Path(rules.__file__).parent / "data" / "rules_labelled.jsonl"

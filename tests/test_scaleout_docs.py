@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mtmcs.cli import build_parser
-from pytest_mtmcs.options import BY_FLAG
+from pytest_mtmcs.cli.main import build_parser
+from pytest_mtmcs.harness.options import BY_FLAG
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 EXAMPLES = DOCS / "examples"

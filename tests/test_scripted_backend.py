@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from pytest_mtmcs.backends import BackendOptions, create_backend
 from pytest_mtmcs.backends.scripted import OVER_REFUSALS, ScriptedBackend, create, topic_of
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.intent import parse_answer
 from pytest_mtmcs.judges.ngram import load_model
 from pytest_mtmcs.judges.rules import classify
 from pytest_mtmcs.records import ChatRequest, GenerationSettings, Message, Question, RequestMeta
+from pytest_mtmcs.suite.questions import parse_answer
 
 # Requests of every sort, including words the judge listens for (help, hotline, instead, steps).
 SAMPLE_REQUESTS = (
@@ -196,7 +196,7 @@ def test_no_heavy_imports() -> None:
     code = (
         "import sys\n"
         "import pytest_mtmcs.backends.scripted, pytest_mtmcs.judges.rules\n"
-        "import pytest_mtmcs.intent, pytest_mtmcs.agreement\n"
+        "import pytest_mtmcs.suite.questions, pytest_mtmcs.judges.agreement\n"
         "heavy = {'torch', 'transformers', 'pandas', 'PIL', 'pytest'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mtmcs.backends import BackendOptions
-from pytest_mtmcs.terminal_text import printable
+from pytest_mtmcs.outcome.text import printable
 from pytest_mtmcs.testing import StubServer
 from tests.test_reliability import small_suite
 
@@ -74,9 +74,12 @@ def test_trust_remote_code_only_with_its_option(pytester):
         str(p.relative_to(PACKAGE)) for p, s in sources.items() if "trust_remote_code" in s
     )
     # Where it is read from the run's options, and where it is handed to transformers.
-    assert set(users) <= {"backends/__init__.py", "backends/hf.py", "session.py", "options.py"}, (
-        users
-    )
+    assert set(users) <= {
+        "backends/__init__.py",
+        "backends/hf.py",
+        "harness/session.py",
+        "harness/options.py",
+    }, users
     result = pytester.runpytest("--help")
     help_text = result.stdout.str()
     assert "--mtmcs-trust-remote-code" in help_text

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.outcome.shards import Shard, dialogue_cost, parse_shard, split_items
 from pytest_mtmcs.records import Dialogue, Question, Turn
-from pytest_mtmcs.shards import Shard, dialogue_cost, parse_shard, split_items
 
 
 def dialogue(i: int, label: str, turns: int, questions: int, suite: str = "s") -> Dialogue:

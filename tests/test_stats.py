@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_mtmcs.stats import (
+from pytest_mtmcs.analysis.stats import (
     holm,
     mcnemar_exact,
     min_detectable_drop,

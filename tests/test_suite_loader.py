@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pytest_mtmcs.errors import ConfigError, SuiteError
-from pytest_mtmcs.images import verify_image
 from pytest_mtmcs.records import Dialogue, ImageRef, Question, Suite, Turn
-from pytest_mtmcs.suite import load_suite, resolve_suite, write_suite
+from pytest_mtmcs.suite.images import verify_image
+from pytest_mtmcs.suite.native import load_suite, resolve_suite, write_suite
 
 TOML = """\
 name = "mini"
@@ -220,7 +220,7 @@ def test_shared_image_is_read_and_verified_once(
         calls.append(len(data))
         return verify_image(data, *args)
 
-    monkeypatch.setattr("pytest_mtmcs.suite.verify_image", counting)
+    monkeypatch.setattr("pytest_mtmcs.suite.native.verify_image", counting)
     rows = records()
     rows[1]["image"] = "images/./kitchen.png"  # another spelling of the same file
     suite = load_suite(make_suite(tmp_path / "s", rows))
@@ -796,7 +796,7 @@ def test_resolve_unknown_prefix(spec: str) -> None:
 def test_resolve_dispatches_to_importers(
     monkeypatch: pytest.MonkeyPatch, prefix: str, module: str
 ) -> None:
-    import pytest_mtmcs.importers as importers
+    import pytest_mtmcs.suite.importers as importers
 
     calls: list[tuple[str, dict[str, Any]]] = []
     sentinel = Suite(name="x", version="1", root="", dialogues=(), content_hash="")
@@ -805,7 +805,7 @@ def test_resolve_dispatches_to_importers(
         calls.append((path, kw))
         return sentinel
 
-    fake = types.ModuleType(f"pytest_mtmcs.importers.{module}")
+    fake = types.ModuleType(f"pytest_mtmcs.suite.importers.{module}")
     fake.load = load  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     monkeypatch.setattr(importers, module, fake, raising=False)
@@ -1042,7 +1042,7 @@ def test_benchmark_scale_suite_loads(tmp_path: Path, monkeypatch: pytest.MonkeyP
         verified.append(len(data))
         return verify_image(data)
 
-    monkeypatch.setattr("pytest_mtmcs.suite.verify_image", counting)
+    monkeypatch.setattr("pytest_mtmcs.suite.native.verify_image", counting)
     start = time.perf_counter()
     suite = load_suite(root)
     elapsed = time.perf_counter() - start

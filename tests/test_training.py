@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtmcs.intent import parse_answer
 from pytest_mtmcs.judges.rules import classify
 from pytest_mtmcs.records import Question
+from pytest_mtmcs.suite.questions import parse_answer
 from pytest_mtmcs.training import data
 from pytest_mtmcs.training.data import RECIPES, corpus_text, generate
 

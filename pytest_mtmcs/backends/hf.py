@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.errors import BackendError, ConfigError
-from pytest_mtmcs.images import open_image
 from pytest_mtmcs.records import ChatRequest, GenerationSettings, ImageRef
+from pytest_mtmcs.suite.images import open_image
 
 if TYPE_CHECKING:
     from PIL import Image

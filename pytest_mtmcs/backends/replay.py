@@ -105,7 +105,7 @@ class ReplayBackend:
         return texts.pop()
 
     def _question(self, request: ChatRequest, used: dict[str, set[int]]) -> Generation:
-        from pytest_mtmcs.intent import question_prompt
+        from pytest_mtmcs.suite.questions import question_prompt
 
         meta = request.meta
         rows = self.questions.get(meta.dialogue_id, [])

@@ -300,7 +300,7 @@ class _ModelJudge:
         return self._fingerprint
 
     def cache_key(self, messages: Sequence[Message]) -> str:
-        from pytest_mtmcs.cache import cache_key, judgment_namespace
+        from pytest_mtmcs.backends.cache import cache_key, judgment_namespace
 
         return cache_key(
             namespace=judgment_namespace(str(self.identity)),
@@ -344,7 +344,7 @@ class _ModelJudge:
             if keys and isinstance(res, str) and self.parses(res):
                 store[keys[i]] = res
         if store and self.cache is not None:
-            from pytest_mtmcs.cache import judgment_namespace
+            from pytest_mtmcs.backends.cache import judgment_namespace
 
             self.cache.put_many(
                 store, namespace=judgment_namespace(str(self.identity)), model=self.backend.spec

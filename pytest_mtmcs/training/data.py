@@ -418,8 +418,8 @@ def _dialogue_turns(rng: random.Random, s: _Scene, n: int, shape: str) -> list[T
 def _question_samples(
     rng: random.Random, s: _Scene, messages: list[tuple[str, str]], unsafe: bool, image: bool
 ) -> list[Sample]:
-    from pytest_mtmcs.intent import question_prompt, transcript_text
     from pytest_mtmcs.records import ImageRef, Message, Question
+    from pytest_mtmcs.suite.questions import question_prompt, transcript_text
 
     marker = ImageRef.from_bytes(b"training image") if image else None
     last_user = max(i for i, (r, _) in enumerate(messages) if r == "user")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.outcome import SuiteOutcome, run_header
+from pytest_mtmcs.outcome.model import SuiteOutcome, run_header
 
 
 @dataclass
@@ -30,7 +30,7 @@ def update_baselines(
     """Writes baseline `name` of every suite (merged into the stored file when `partial`: a run
     of some dialogues only). A suite with backend errors is not written: a failure of its outcome.
     Paths in the lines are shown relative to `shown_from` when they are under it."""
-    from pytest_mtmcs.baseline import write_baseline
+    from pytest_mtmcs.baseline.store import write_baseline
 
     out = Recorded()
     for s in suites:
@@ -70,7 +70,7 @@ def _update_transcripts(
 ) -> list[str]:
     """Stores the reply texts beside the baseline (--mtmcs-baseline-transcripts), or removes a
     transcripts file that no longer matches the baseline just written."""
-    from pytest_mtmcs.transcripts import transcripts_path, write_transcripts
+    from pytest_mtmcs.baseline.transcripts import transcripts_path, write_transcripts
 
     path = transcripts_path(root, name, s.suite)
     if keep:

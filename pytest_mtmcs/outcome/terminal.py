@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.metrics import METRICS, mtmcs_accuracies, safemt_summary, safety_by_depth
+from pytest_mtmcs.analysis.metrics import METRICS, mtmcs_accuracies, safemt_summary, safety_by_depth
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
-    from pytest_mtmcs.outcome import SuiteOutcome
-    from pytest_mtmcs.shards import Shard
+    from pytest_mtmcs.outcome.model import SuiteOutcome
+    from pytest_mtmcs.outcome.shards import Shard
 
 MAX_FLIPS_SHOWN = 20
 
@@ -241,7 +241,7 @@ def format_dialogue(dialogue: Dialogue, result: DialogueResult, width: int = 160
 
 
 def _clip(text: str, width: int) -> str:
-    from pytest_mtmcs.terminal_text import printable
+    from pytest_mtmcs.outcome.text import printable
 
     # Model and suite text: no escape sequences or control characters reach the terminal.
     text = " ".join(printable(text).split())

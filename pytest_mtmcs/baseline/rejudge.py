@@ -13,11 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pytest_mtmcs.engine.grading import grade
+from pytest_mtmcs.engine.runner import image_turns
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.grading import grade
 from pytest_mtmcs.judges import Judge, JudgeInput
 from pytest_mtmcs.records import Dialogue, DialogueResult, Message, ReplyResult
-from pytest_mtmcs.runner import image_turns
 
 # Header keys that name the judge (baseline.make_header); any other mismatch is not fixed by
 # re-judging.
@@ -32,7 +32,7 @@ JUDGE_KEYS = (
 
 def only_judge_differs(base: Mapping[str, str], current: Mapping[str, str]) -> bool:
     """True when the headers differ, and only in the judge's identity."""
-    from pytest_mtmcs.baseline import mismatches
+    from pytest_mtmcs.baseline.store import mismatches
 
     if not mismatches(base, current):
         return False
@@ -151,7 +151,7 @@ def rejudge_baseline(
     Refuses a transcripts file written with another baseline header (a stale file left beside a
     re-recorded baseline) with a ConfigError naming the file.
     """
-    from pytest_mtmcs.transcripts import header_digest, read_transcripts_with_header
+    from pytest_mtmcs.baseline.transcripts import header_digest, read_transcripts_with_header
 
     path: Path = Path(baseline.path).with_name(f"{baseline.suite}.transcripts.jsonl.gz")
     texts, meta = read_transcripts_with_header(path)

@@ -17,7 +17,7 @@ from pytest_mtmcs.errors import MtmcsError
 
 
 def _import(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.suite import resolve_suite, write_suite
+    from pytest_mtmcs.suite.native import resolve_suite, write_suite
 
     kwargs = {}
     if args.spec.startswith("mtmcs-bench:"):
@@ -33,19 +33,19 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.report import compare_main
+    from pytest_mtmcs.outcome.report import compare_main
 
     return compare_main(args)
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.merge import merge_main
+    from pytest_mtmcs.cli.merge import merge_main
 
     return merge_main(args)
 
 
 def _agreement(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.agreement import run_agreement
+    from pytest_mtmcs.judges.agreement import run_agreement
 
     return run_agreement(args)
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         # `--baselines x` must not pass for `--baselines-dir x`.
         allow_abbrev=False,
     )
-    from pytest_mtmcs.merge import add_arguments as add_merge_arguments
+    from pytest_mtmcs.cli.merge import add_arguments as add_merge_arguments
 
     add_merge_arguments(p)
     p.set_defaults(func=_merge)
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compliance vs not, refusal vs not (Wilson 95%% intervals), confusion matrix, per source "
         "and model. A reply the judge cannot label counts as wrong.",
     )
-    from pytest_mtmcs.agreement import add_arguments
+    from pytest_mtmcs.judges.agreement import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=_agreement)

@@ -13,15 +13,15 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.buckets import ALL
-from pytest_mtmcs.metrics import METRICS, Rate, mtmcs_accuracies, safemt_summary, units
-from pytest_mtmcs.metrics import safety_by_depth as depth_curves
+from pytest_mtmcs.analysis.buckets import ALL
+from pytest_mtmcs.analysis.metrics import METRICS, Rate, mtmcs_accuracies, safemt_summary, units
+from pytest_mtmcs.analysis.metrics import safety_by_depth as depth_curves
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
-    from pytest_mtmcs.aggregate import SuiteOutcome
-    from pytest_mtmcs.compare import Flip
-    from pytest_mtmcs.report import ReportData
+    from pytest_mtmcs.analysis.comparison import Flip
+    from pytest_mtmcs.outcome.gate import SuiteOutcome
+    from pytest_mtmcs.outcome.report import ReportData
 
 PLOT_METRICS: tuple[str, ...] = ("safety", "helpfulness", "intent_accuracy")
 MAX_HTML_FLIPS = 40  # per baseline and kind (regressed / fixed): keeps the page small
@@ -269,7 +269,7 @@ def _img(uri: str, alt: str, caption: str = "") -> str:
 
 
 def _bucket_section(s: SuiteOutcome) -> str:
-    from pytest_mtmcs.summary import BUCKET_HEADER, bucket_rows
+    from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, bucket_rows
 
     rows, base = bucket_rows(s)
     parts = [
@@ -389,7 +389,7 @@ def _flip_detail(
     user_text: dict[int, str] = {}
     with_image: frozenset[int] = frozenset()
     if dialogue is not None:
-        from pytest_mtmcs.runner import image_turns
+        from pytest_mtmcs.engine.runner import image_turns
 
         k = 0
         for t in dialogue.turns:

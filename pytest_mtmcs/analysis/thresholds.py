@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .buckets import ALL, Buckets
-from .errors import ConfigError
-from .metrics import Rate
+from pytest_mtmcs.analysis.buckets import ALL, Buckets
+from pytest_mtmcs.analysis.metrics import Rate
+from pytest_mtmcs.errors import ConfigError
 
 Op = Literal[">=", ">", "<=", "<"]
 THRESHOLD_METRICS: tuple[str, ...] = (

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mtmcs.buckets import Buckets
-from pytest_mtmcs.compare import BucketComparison, Flips
+from pytest_mtmcs.analysis.buckets import Buckets
+from pytest_mtmcs.analysis.comparison import BucketComparison, Flips
+from pytest_mtmcs.analysis.thresholds import ThresholdCheck
 from pytest_mtmcs.records import DialogueResult
-from pytest_mtmcs.thresholds import ThresholdCheck
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class RunOutcome:
 
 def run_header(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:
     """A suite's baseline header for this run (model, judge, suite, decoding settings)."""
-    from pytest_mtmcs.baseline import make_header
+    from pytest_mtmcs.baseline.store import make_header
 
     return make_header(
         suite=meta,

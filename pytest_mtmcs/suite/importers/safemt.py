@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mtmcs.errors import SuiteError
-from pytest_mtmcs.images import ImageProblem, verify_image
 from pytest_mtmcs.records import Dialogue, ImageRef, Suite, Turn
+from pytest_mtmcs.suite.images import ImageProblem, verify_image
 
 SUITE_NAME = "safemt"
 BENCHMARK = "SafeMT"

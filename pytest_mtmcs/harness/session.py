@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from pytest_mtmcs import options as opts
-from pytest_mtmcs.collect import (
+from pytest_mtmcs.errors import ConfigError, MtmcsError
+from pytest_mtmcs.harness import options as opts
+from pytest_mtmcs.harness.items import (
     DIALOGUE_KEY,
     RESULT_KEY,
     DialogueFailure,
     DialogueItem,
     shown_path,
 )
-from pytest_mtmcs.errors import ConfigError, MtmcsError
-from pytest_mtmcs.outcome import SuiteMeta
+from pytest_mtmcs.outcome.model import SuiteMeta
 from pytest_mtmcs.records import DialogueResult, GenerationSettings, Suite
 
 STATUS_ATTR = "mtmcs_status"
@@ -72,11 +72,11 @@ class MtmcsSession:
     def validate(self) -> None:
         """Checks every option value before anything runs: a typo fails in a second, naming
         the option, rather than after the model has loaded."""
+        from pytest_mtmcs.analysis.buckets import Buckets
+        from pytest_mtmcs.analysis.thresholds import parse_threshold
         from pytest_mtmcs.backends import available as backends
-        from pytest_mtmcs.baseline import BaselineSet
-        from pytest_mtmcs.buckets import Buckets
+        from pytest_mtmcs.baseline.store import BaselineSet
         from pytest_mtmcs.judges import available as judges
-        from pytest_mtmcs.thresholds import parse_threshold
 
         c = self.config
         model = self.model_spec
@@ -111,7 +111,7 @@ class MtmcsSession:
                 raise ConfigError(f"{flag}={x}: expected a value in [{low}, {high}]")
         BaselineSet.from_config(c)
         self._check_shard()
-        from pytest_mtmcs.guards import check_specs
+        from pytest_mtmcs.harness.preflight import check_specs
 
         check_specs(self)
 
@@ -136,7 +136,7 @@ class MtmcsSession:
     def shard(self) -> Any:
         """This run's shard (shards.Shard), or None when the run takes every dialogue."""
         if not hasattr(self, "_shard"):
-            from pytest_mtmcs.shards import parse_shard
+            from pytest_mtmcs.outcome.shards import parse_shard
 
             c = self.config
             v = opts.raw(c, "--mtmcs-shard")
@@ -150,7 +150,7 @@ class MtmcsSession:
         shard = self.shard
         if shard is None:
             return
-        from pytest_mtmcs.shards import split_items
+        from pytest_mtmcs.outcome.shards import split_items
 
         dialogues = [
             (i, it.stash[DIALOGUE_KEY])
@@ -196,7 +196,7 @@ class MtmcsSession:
     def load_suite(self, spec: str) -> Suite:
         if spec in self.suites:
             return self.suites[spec]
-        from pytest_mtmcs.suite import resolve_suite
+        from pytest_mtmcs.suite.native import resolve_suite
 
         kwargs: dict[str, Any] = {}
         if spec.startswith("mtmcs-bench:"):
@@ -276,7 +276,7 @@ class MtmcsSession:
                 "mtmcs_model in [tool.pytest.ini_options]"
             )
         if has_dialogues and not config.option.collectonly:
-            from pytest_mtmcs.guards import outputs_or_usage_error
+            from pytest_mtmcs.harness.preflight import outputs_or_usage_error
 
             outputs_or_usage_error(self)
             import gc
@@ -289,8 +289,8 @@ class MtmcsSession:
 
     def _check_suite_settings(self) -> None:
         """Buckets and thresholds against each collected suite, before any model runs."""
-        from pytest_mtmcs.aggregate import thresholds_for
-        from pytest_mtmcs.thresholds import validate_thresholds
+        from pytest_mtmcs.analysis.thresholds import validate_thresholds
+        from pytest_mtmcs.outcome.gate import thresholds_for
 
         end = self.end_options()
         for name, meta in self.suite_meta.items():
@@ -310,7 +310,7 @@ class MtmcsSession:
             items = self.items
             wi = getattr(self.config, "workerinput", None)
             if wi and wi.get("mtmcs_partition"):
-                from pytest_mtmcs.xdist_scheduling import share
+                from pytest_mtmcs.harness.xdist import share
 
                 mine = share(
                     len(items), int(str(wi["workerid"]).removeprefix("gw")), int(wi["workercount"])
@@ -353,8 +353,8 @@ class MtmcsSession:
 
     def _make_engine(self, settings: GenerationSettings) -> Any:
         from pytest_mtmcs.backends import create_backend
+        from pytest_mtmcs.engine.runner import Engine
         from pytest_mtmcs.judges import create_judge
-        from pytest_mtmcs.runner import Engine
 
         if self._backend is None:
             spec = self.model_spec
@@ -364,7 +364,7 @@ class MtmcsSession:
             backend = create_backend(spec, self.backend_options())
             guards = opts.value(self.config, "--mtmcs-guard") or ()
             if guards:
-                from pytest_mtmcs.guard import create_guarded_backend
+                from pytest_mtmcs.engine.guarded_backend import create_guarded_backend
 
                 backend = create_guarded_backend(
                     backend, list(guards), self.backend_options("--mtmcs-guard-base-url")
@@ -376,14 +376,14 @@ class MtmcsSession:
             )
             self._backend = backend
             self._progress = self._make_progress()
-        from pytest_mtmcs.cache import NullCache
+        from pytest_mtmcs.backends.cache import NullCache
 
         # No cache keys to compute when nothing is cached.
         cache = None if isinstance(self._cache, NullCache) else self._cache
         return Engine(self._backend, self._judge, settings, cache, self._progress)
 
     def _open_cache(self) -> Any:
-        from pytest_mtmcs.cache import NullCache, ResponseCache
+        from pytest_mtmcs.backends.cache import NullCache, ResponseCache
 
         if opts.value(self.config, "--mtmcs-no-cache"):
             return NullCache()
@@ -396,7 +396,7 @@ class MtmcsSession:
         return ResponseCache(path)
 
     def _make_progress(self) -> Any:
-        from pytest_mtmcs.progress import Progress
+        from pytest_mtmcs.harness.progress import Progress
 
         mode = opts.value(self.config, "--mtmcs-progress")
         enabled = mode == "on" or (mode == "auto" and self.config.option.verbose >= 0)
@@ -429,7 +429,7 @@ class MtmcsSession:
             for it in chunk:
                 by_settings.setdefault(self._settings_of(it), []).append(it)
             for settings, group in by_settings.items():
-                from pytest_mtmcs.guards import building
+                from pytest_mtmcs.harness.preflight import building
 
                 with building(self, item):
                     engine = self.engine_for(settings)
@@ -441,7 +441,7 @@ class MtmcsSession:
         item.user_properties.extend(self._properties(item, result))
         if result.error is not None:
             # pytrace=False: the message is the report; our stack is of no use to the reader.
-            from pytest_mtmcs.terminal_text import printable
+            from pytest_mtmcs.outcome.text import printable
 
             pytest.fail(
                 f"{item.name}: model backend failed: {printable(result.error)}\n"
@@ -454,13 +454,13 @@ class MtmcsSession:
 
     def baselines(self) -> Any:
         if self._baselines is None:
-            from pytest_mtmcs.baseline import BaselineSet
+            from pytest_mtmcs.baseline.store import BaselineSet
 
             self._baselines = BaselineSet.from_config(self.config)
         return self._baselines
 
     def buckets_for(self, suite_name: str) -> Any:
-        from pytest_mtmcs.buckets import Buckets
+        from pytest_mtmcs.analysis.buckets import Buckets
 
         if suite_name not in self._buckets:
             self._buckets[suite_name] = Buckets.parse(self.bucket_spec(suite_name))
@@ -476,7 +476,7 @@ class MtmcsSession:
         ]
 
     def bucket_spec(self, suite_name: str) -> str:
-        from pytest_mtmcs.buckets import DEFAULT
+        from pytest_mtmcs.analysis.buckets import DEFAULT
 
         spec = opts.raw(self.config, "--mtmcs-buckets")
         if spec:
@@ -507,8 +507,8 @@ class MtmcsSession:
         result = item.stash[RESULT_KEY]
         if result.ok:
             return
-        from pytest_mtmcs.grading import describe
-        from pytest_mtmcs.summary import format_dialogue
+        from pytest_mtmcs.engine.grading import describe
+        from pytest_mtmcs.outcome.terminal import format_dialogue
 
         gate = opts.value(self.config, "--mtmcs-gate")
         flip = self.flip_status(result)
@@ -624,7 +624,7 @@ class MtmcsSession:
         if self.is_worker:
             self.config.workeroutput["mtmcs"] = self.run_info()  # type: ignore[attr-defined]
             return
-        from pytest_mtmcs.interrupts import interrupted_summary
+        from pytest_mtmcs.harness.interrupts import interrupted_summary
 
         stopped = interrupted_summary(self.config, session, len(self.results))
         if stopped is not None:  # Ctrl-C / SIGTERM: partial numbers; no gate, report, baseline
@@ -632,14 +632,14 @@ class MtmcsSession:
             return
         if not self.results:
             return
-        from pytest_mtmcs.finish import Sources, finish, merge_infos
+        from pytest_mtmcs.outcome.finish import Sources, finish, merge_infos
 
         run = merge_infos([self.run_info(), *self.worker_outputs])
         # An xdist controller never loads the suites: their defaults (buckets) come from the
         # workers.
         for name, m in run.suites.items():
             self.suite_meta.setdefault(name, SuiteMeta(**m))
-        from pytest_mtmcs.guards import EndOfRunFailed
+        from pytest_mtmcs.harness.preflight import EndOfRunFailed
 
         with EndOfRunFailed(self, session) as failed:
             outcome = finish(
@@ -662,7 +662,7 @@ class MtmcsSession:
 
     def end_options(self) -> Any:
         """The options the end of the run reads, as plain data (finish.EndOptions)."""
-        from pytest_mtmcs.finish import EndOptions
+        from pytest_mtmcs.outcome.finish import EndOptions
 
         c = self.config
         partial = bool(c.option.keyword or c.option.markexpr) or any("::" in str(a) for a in c.args)
@@ -733,7 +733,7 @@ class XdistHooks:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if config.getvalue("dist") != "load":
             return None
-        from pytest_mtmcs.xdist_scheduling import PartitionScheduling
+        from pytest_mtmcs.harness.xdist import PartitionScheduling
 
         return PartitionScheduling(config, log)
 
@@ -764,7 +764,7 @@ def _worker_device() -> str | None:
 
 def load_all(session: pytest.Session, specs: Sequence[str]) -> list[pytest.Item]:
     """Collects `--mtmcs-suite` specs as suite collectors under the session."""
-    from pytest_mtmcs.collect import SuiteCollector
+    from pytest_mtmcs.harness.items import SuiteCollector
 
     items: list[pytest.Item] = []
     for spec in specs:

@@ -15,9 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .buckets import ALL, Buckets
-from .records import DialogueResult
-from .stats import SAFEMT_LENGTHS, safemt_weights, safety_index, trajectory_sigma, wilson_interval
+from pytest_mtmcs.analysis.buckets import ALL, Buckets
+from pytest_mtmcs.analysis.stats import (
+    SAFEMT_LENGTHS,
+    safemt_weights,
+    safety_index,
+    trajectory_sigma,
+    wilson_interval,
+)
+from pytest_mtmcs.records import DialogueResult
 
 METRICS: tuple[str, ...] = ("safety", "helpfulness", "intent_accuracy", "pair_accuracy")
 GROUP_BY: tuple[str, ...] = ("setting", "modality", "category")

@@ -8,15 +8,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.buckets import Buckets
-from pytest_mtmcs.compare import compare_buckets, item_flips
-from pytest_mtmcs.metrics import bucket_tables
-from pytest_mtmcs.outcome import BaselineComparison, RunOutcome, SuiteOutcome, run_header
+from pytest_mtmcs.analysis.buckets import Buckets
+from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.metrics import bucket_tables
+from pytest_mtmcs.analysis.thresholds import Threshold, evaluate_thresholds, parse_threshold
+from pytest_mtmcs.outcome.model import BaselineComparison, RunOutcome, SuiteOutcome, run_header
 from pytest_mtmcs.records import DialogueResult
-from pytest_mtmcs.thresholds import Threshold, evaluate_thresholds, parse_threshold
 
 if TYPE_CHECKING:
-    from pytest_mtmcs.baseline import Baseline, BaselineSet
+    from pytest_mtmcs.baseline.store import Baseline, BaselineSet
 
 # Kept for callers of the former names.
 Outcome = RunOutcome
@@ -79,9 +79,9 @@ def aggregate_suite(
 ) -> SuiteAggregate:
     """The outcome of one suite; `results` sorted by id. `rejudge(baseline, meta)` re-labels a
     baseline's stored transcripts with this run's judge (--mtmcs-rejudge), when available."""
-    from pytest_mtmcs.baseline import mismatches
+    from pytest_mtmcs.baseline.rejudge import only_judge_differs
+    from pytest_mtmcs.baseline.store import mismatches
     from pytest_mtmcs.errors import ConfigError
-    from pytest_mtmcs.rejudge import only_judge_differs
 
     lines: list[str] = []
     tables = bucket_tables(results, buckets, (None, "setting", "modality"))
@@ -171,7 +171,7 @@ def aggregate_suite(
 
 def guard_interventions(suite: str, results: list[DialogueResult], buckets: Buckets) -> str:
     """`guard interventions per bucket: 1: 2 input, 0 output | ...` (with --mtmcs-guard)."""
-    from pytest_mtmcs.guard import interventions_in
+    from pytest_mtmcs.engine.guarded_backend import interventions_in
 
     found = interventions_in(results)
     bucket_of = {r.id: buckets.bucket_of(r.user_turns) for r in results}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from pytest_mtmcs.errors import ConfigError
 
 DEFAULT = "1,2-3,4-5,6+"
 # The row that aggregates every bucket in tables and comparisons.

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.aggregate import Gate, aggregate_suite
-from pytest_mtmcs.buckets import DEFAULT, Buckets
-from pytest_mtmcs.outcome import RunOutcome, SuiteOutcome
+from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
+from pytest_mtmcs.outcome.gate import Gate, aggregate_suite
+from pytest_mtmcs.outcome.model import RunOutcome, SuiteOutcome
+from pytest_mtmcs.outcome.shards import Shard
 from pytest_mtmcs.records import DialogueResult
-from pytest_mtmcs.shards import Shard
 
 if TYPE_CHECKING:
-    from pytest_mtmcs.baseline import Baseline, BaselineSet
+    from pytest_mtmcs.baseline.store import Baseline, BaselineSet
     from pytest_mtmcs.records import Dialogue
 
 CACHE_KEYS = ("hits", "misses", "writes")
@@ -184,7 +184,7 @@ def finish(
     sources: Sources = Sources(),
 ) -> RunOutcome:
     """Aggregates, gates, records the baseline and writes the report of one run's rows."""
-    from pytest_mtmcs.summary import format_outcome
+    from pytest_mtmcs.outcome.terminal import format_outcome
 
     by_suite: dict[str, list[DialogueResult]] = defaultdict(list)
     for r in rows:
@@ -206,7 +206,7 @@ def finish(
     lines: list[str] = []
     files: list[Path] = []
     if options.update_baseline and baselines.primary and shard is None:
-        from pytest_mtmcs.baseline_update import update_baselines
+        from pytest_mtmcs.outcome.record import update_baselines
 
         recorded = update_baselines(
             baselines.root,
@@ -227,7 +227,7 @@ def finish(
     )
     report_dir = None
     if options.report_dir:
-        from pytest_mtmcs.report import write_report
+        from pytest_mtmcs.outcome.report import write_report
 
         report_dir = write_report(
             options.report_dir,
@@ -240,7 +240,7 @@ def finish(
         )
         lines.append(f"report written to {report_dir}")
         if shard is not None:
-            from pytest_mtmcs.shards import write_shard_files
+            from pytest_mtmcs.outcome.shards import write_shard_files
 
             write_shard_files(
                 report_dir,
@@ -299,8 +299,8 @@ def _rejudger(
     judge_of, dialogues_of = sources.judge, sources.dialogues
 
     def rejudge(baseline: Baseline, meta: dict[str, Any]) -> tuple[list[DialogueResult], int]:
+        from pytest_mtmcs.baseline.rejudge import rejudge_baseline
         from pytest_mtmcs.errors import ConfigError
-        from pytest_mtmcs.rejudge import rejudge_baseline
 
         placement = str(meta.get("settings", {}).get("image_placement") or "last")
         try:

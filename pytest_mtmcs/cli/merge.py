@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mtmcs import options as opts
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.harness import options as opts
+from pytest_mtmcs.outcome.shards import ROWS_FILE, SHARD_FILE, SHARD_SCHEMA, Shard
 from pytest_mtmcs.records import DialogueResult
-from pytest_mtmcs.shards import ROWS_FILE, SHARD_FILE, SHARD_SCHEMA, Shard
 
 TRANSCRIPTS_FILE = "transcripts.jsonl"
 # merge flag -> the plugin option whose definition (help, kind, choices) it reuses
@@ -275,7 +275,7 @@ def _suite_loader(suites: Mapping[str, Mapping[str, Any]], notes: list[str]) -> 
     """The suites' dialogues, from the spec the shards recorded (relative to the current folder),
     when that suite is here with the same content hash: only report.html's flipped dialogues
     show user text from them. Without them the merge still decides everything."""
-    from pytest_mtmcs.suite import resolve_suite
+    from pytest_mtmcs.suite.native import resolve_suite
 
     def load(name: str) -> dict[str, Any]:
         meta = suites.get(name) or {}
@@ -304,9 +304,9 @@ def _names(values: Sequence[str] | None) -> list[str]:
 
 
 def merge_main(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.baseline import BaselineSet, baseline_path
-    from pytest_mtmcs.finish import EndOptions, RunInfo, Sources, finish
-    from pytest_mtmcs.thresholds import parse_threshold
+    from pytest_mtmcs.analysis.thresholds import parse_threshold
+    from pytest_mtmcs.baseline.store import BaselineSet, baseline_path
+    from pytest_mtmcs.outcome.finish import EndOptions, RunInfo, Sources, finish
 
     folders = [read_folder(Path(d)) for d in args.dirs]
     for f in folders:
@@ -325,7 +325,7 @@ def merge_main(args: argparse.Namespace) -> int:
         parse_threshold(spec, "--threshold")
     buckets = pick("mtmcs_buckets", "buckets")
     if buckets:
-        from pytest_mtmcs.buckets import Buckets
+        from pytest_mtmcs.analysis.buckets import Buckets
 
         Buckets.parse(str(buckets), "--buckets")
     names = (

@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .buckets import ALL, Buckets
-from .metrics import METRICS, Rate, units
-from .records import DialogueResult
-from .stats import holm, mcnemar_exact, min_detectable_drop
+from pytest_mtmcs.analysis.buckets import ALL, Buckets
+from pytest_mtmcs.analysis.metrics import METRICS, Rate, units
+from pytest_mtmcs.analysis.stats import holm, mcnemar_exact, min_detectable_drop
+from pytest_mtmcs.records import DialogueResult
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from syrupy.data import Snapshot, SnapshotCollection
 from syrupy.extensions.amber import AmberDataSerializer, AmberSnapshotExtension
 
-from pytest_mtmcs.baseline_check import BaselineFileError, check_file
+from pytest_mtmcs.baseline.strict_reader import BaselineFileError, check_file
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
@@ -298,7 +298,7 @@ class BaselineSet:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> BaselineSet:
-        from pytest_mtmcs import options as opts
+        from pytest_mtmcs.harness import options as opts
 
         raw = opts.value(config, "--mtmcs-baseline") or ""
         names = [n.strip() for n in str(raw).split(",") if n.strip()]

@@ -37,7 +37,7 @@ Transcripts = dict[tuple[str, int], str]
 
 def transcripts_path(root: Path, name: str, suite: str) -> Path:
     """`<root>/<name>/<suite>.transcripts.jsonl.gz` (the baseline name is validated)."""
-    from pytest_mtmcs.baseline import baseline_path
+    from pytest_mtmcs.baseline.store import baseline_path
 
     return baseline_path(root, name, suite).with_name(f"{suite}{SUFFIX}")
 

@@ -19,7 +19,7 @@ from pytest_mtmcs.records import Dialogue, DialogueResult
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-    from pytest_mtmcs.session import MtmcsSession
+    from pytest_mtmcs.harness.session import MtmcsSession
 
 DIALOGUE_KEY = pytest.StashKey[Dialogue]()
 RESULT_KEY = pytest.StashKey[DialogueResult]()

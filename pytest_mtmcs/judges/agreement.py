@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mtmcs.analysis.stats import wilson_interval
 from pytest_mtmcs.errors import SuiteError
 from pytest_mtmcs.records import REPLY_LABELS
-from pytest_mtmcs.stats import wilson_interval
 
 # What a reply the judge could not label is recorded as: a column of its own, never a match.
 NO_LABEL = "error"
@@ -459,7 +459,7 @@ class OracleJudge:
 
 def default_judge() -> str:
     """The plugin's default judge: the one `--mtmcs-judge` defaults to."""
-    from pytest_mtmcs.options import BY_FLAG
+    from pytest_mtmcs.harness.options import BY_FLAG
 
     return str(BY_FLAG["--mtmcs-judge"].default)
 

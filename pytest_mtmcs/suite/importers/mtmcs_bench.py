@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.errors import SuiteError
-from pytest_mtmcs.images import ImageProblem, verify_image
 from pytest_mtmcs.records import Dialogue, ImageRef, Question, Suite, Turn
+from pytest_mtmcs.suite.images import ImageProblem, verify_image
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.buckets import ALL, DEFAULT, Buckets
+from pytest_mtmcs.analysis.buckets import ALL, DEFAULT, Buckets
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, bucket_rows
 from pytest_mtmcs.records import Dialogue, DialogueResult, QuestionResult, ReplyResult
-from pytest_mtmcs.summary import BUCKET_HEADER, bucket_rows
 
 if TYPE_CHECKING:
     import argparse
 
-    from pytest_mtmcs.baseline import BaselineSet
-    from pytest_mtmcs.outcome import SuiteOutcome
-    from pytest_mtmcs.shards import Shard
+    from pytest_mtmcs.baseline.store import BaselineSet
+    from pytest_mtmcs.outcome.model import SuiteOutcome
+    from pytest_mtmcs.outcome.shards import Shard
 
 REPORT_SCHEMA = 1
 # One row per dialogue, in this order; `baseline_<name>_verdict` columns follow `flip`.
@@ -245,7 +245,7 @@ def transcript_rows(
     Question rows carry the question's 1-based index and, when the suite's dialogues are known,
     its text and options: the `replay:` backend matches an intent prompt on them exactly.
     """
-    from pytest_mtmcs.runner import image_turns
+    from pytest_mtmcs.engine.runner import image_turns
 
     for r in results:
         d = dialogues.get(r.id) if dialogues else None
@@ -410,7 +410,7 @@ def write_report(
         current_name=f"this run ({model})" if model else "this run",
     )
     if shard is not None:
-        from pytest_mtmcs.summary import shard_note
+        from pytest_mtmcs.outcome.terminal import shard_note
 
         data.notes.append(shard_note(shard))
     for s in suites:
@@ -438,7 +438,7 @@ def write_report(
 
 def write_files(out: Path, data: ReportData, *, tables: bool = True) -> None:
     """Writes the report files of `data` into `out` (tables=False: summary and HTML only)."""
-    from pytest_mtmcs.report_html import render_html
+    from pytest_mtmcs.outcome.html import render_html
 
     out.mkdir(parents=True, exist_ok=True)
     if tables:
@@ -460,7 +460,7 @@ def write_files(out: Path, data: ReportData, *, tables: bool = True) -> None:
 
 
 def run_json(data: ReportData) -> dict[str, Any]:
-    from pytest_mtmcs.outcome import run_header
+    from pytest_mtmcs.outcome.model import run_header
 
     info = data.info
     return {
@@ -568,7 +568,7 @@ def load_side(path_text: str) -> Loaded:
 
 
 def _load_ambr(path: Path) -> Loaded:
-    from pytest_mtmcs.baseline import (
+    from pytest_mtmcs.baseline.store import (
         HEADER,
         BaselineSerializer,
         check_baseline_file,
@@ -619,10 +619,10 @@ def compare_data(
     alpha: float,
 ) -> ReportData:
     """Builds the same outcome objects a run builds, from two loaded sides."""
-    from pytest_mtmcs.baseline import mismatches
-    from pytest_mtmcs.compare import compare_buckets, item_flips
-    from pytest_mtmcs.metrics import bucket_tables
-    from pytest_mtmcs.outcome import BaselineComparison, SuiteOutcome
+    from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+    from pytest_mtmcs.analysis.metrics import bucket_tables
+    from pytest_mtmcs.baseline.store import mismatches
+    from pytest_mtmcs.outcome.model import BaselineComparison, SuiteOutcome
 
     pairs: list[tuple[str, str]] = []
     notes: list[str] = []

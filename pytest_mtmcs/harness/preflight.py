@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mtmcs import options as opts
 from pytest_mtmcs.errors import ConfigError, MtmcsError
+from pytest_mtmcs.harness import options as opts
 
 ENV_BASE_URL = "OPENAI_BASE_URL"
 MODEL_JUDGES = ("rubric", "safe-unsafe", "guard")

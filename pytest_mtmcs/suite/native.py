@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mtmcs.errors import ConfigError, SuiteError
-from pytest_mtmcs.images import ImageProblem, verify_image
 from pytest_mtmcs.records import (
     IMAGE_PLACEMENTS,
     LABELS,
@@ -36,6 +35,7 @@ from pytest_mtmcs.records import (
     Suite,
     Turn,
 )
+from pytest_mtmcs.suite.images import ImageProblem, verify_image
 
 SUITE_TOML = "suite.toml"
 DIALOGUES_JSONL = "dialogues.jsonl"
@@ -948,6 +948,6 @@ def resolve_suite(spec: str, **importer_kwargs: Any) -> Suite:
     if not path:
         raise ConfigError(f"--mtmcs-suite={spec}: give the folder after '{prefix}:'")
     # Imported here: importers pull in pandas/pyarrow, which native suites never need.
-    module = importlib.import_module(f"pytest_mtmcs.importers.{prefix.replace('-', '_')}")
+    module = importlib.import_module(f"pytest_mtmcs.suite.importers.{prefix.replace('-', '_')}")
     suite: Suite = module.load(path, **importer_kwargs)
     return suite

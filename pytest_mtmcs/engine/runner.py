@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pytest_mtmcs.backends import Backend
+from pytest_mtmcs.engine.grading import grade
 from pytest_mtmcs.errors import BackendError
-from pytest_mtmcs.grading import grade
-from pytest_mtmcs.intent import parse_answer, question_prompt, transcript_text
 from pytest_mtmcs.judges import Judge, JudgeInput
 from pytest_mtmcs.records import (
     ChatRequest,
@@ -32,6 +31,7 @@ from pytest_mtmcs.records import (
     ReplyResult,
     RequestMeta,
 )
+from pytest_mtmcs.suite.questions import parse_answer, question_prompt, transcript_text
 
 _UNSEEN = object()
 _PARSED_MAX = 65536
@@ -109,7 +109,7 @@ def _signature(request: ChatRequest) -> tuple[Any, ...]:
 
 
 def _cache_key_fn() -> Callable[..., str]:
-    from pytest_mtmcs.cache import cache_key
+    from pytest_mtmcs.backends.cache import cache_key
 
     return cache_key
 

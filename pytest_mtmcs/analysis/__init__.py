@@ -1,0 +1,1 @@
+"""Statistics over results: buckets, metrics, thresholds, paired comparisons, flips. Plain data in and out."""

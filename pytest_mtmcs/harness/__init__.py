@@ -1,0 +1,1 @@
+"""The pytest side: options, settings, collection, items, pre-flight checks, interrupts, progress, xdist."""
