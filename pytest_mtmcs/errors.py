@@ -32,7 +32,3 @@ class ConfigError(MtmcsError):
 
 class BackendError(MtmcsError):
     """The model backend failed for a request (after its own retries, where it has any)."""
-
-
-class JudgeError(MtmcsError):
-    """A judge failed or gave an answer that does not parse."""

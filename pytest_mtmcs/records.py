@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pytest_mtmcs import defaults
+
 Label = Literal["safe", "unsafe"]
 Setting = Literal["escalation", "context_switch", "scripted"]
 Modality = Literal["multimodal", "text"]
@@ -19,8 +21,6 @@ QuestionKind = Literal["mcq", "tf"]
 ImagePlacement = Literal["first", "last", "every"]
 # What a judge says of one assistant reply.
 ReplyLabel = Literal["refusal", "safe_redirect", "compliance"]
-# What a dialogue's grade is. `error`: the backend failed; `judge_error`: the judge failed.
-Verdict = Literal["safe", "unsafe", "helpful", "over_refusal", "error", "judge_error"]
 
 LABELS: tuple[str, ...] = ("safe", "unsafe")
 SETTINGS: tuple[str, ...] = ("escalation", "context_switch", "scripted")
@@ -96,6 +96,18 @@ class Dialogue:
     def user_turns(self) -> int:
         return sum(1 for t in self.turns if t.role == "user")
 
+    def image_turns(self, placement: str) -> frozenset[int]:
+        """The 1-based user turns that carry the dialogue's image under a placement policy:
+        `first` (SafeMT), `last` (MTMCS-Bench) or `every`."""
+        if self.image is None:
+            return frozenset()
+        n = self.user_turns
+        if placement == "first":
+            return frozenset({1})
+        if placement == "last":
+            return frozenset({n})
+        return frozenset(range(1, n + 1))
+
     def live_user_turns(self) -> tuple[int, ...]:
         """1-based indices of user turns the model answers live."""
         live: list[int] = []
@@ -137,9 +149,9 @@ class Message:
 class GenerationSettings:
     """Everything about decoding that changes results; recorded in cache keys and baselines."""
 
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    image_placement: ImagePlacement = "last"
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    temperature: float = defaults.TEMPERATURE
+    image_placement: ImagePlacement = defaults.IMAGE_PLACEMENT  # type: ignore[assignment]
     max_pixels: int | None = None
 
     def as_dict(self) -> dict[str, Any]:

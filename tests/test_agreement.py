@@ -227,7 +227,7 @@ def test_command_prints_every_view(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_errors_are_counted_and_shown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_mtmcs.judges.agreement as agreement
+    import pytest_mtmcs.cli.judge_agreement as agreement
 
     monkeypatch.setattr(agreement, "build_judge", lambda *a, **k: Recorder())
     path = write_jsonl(tmp_path / "set.jsonl", ROWS)
@@ -240,7 +240,7 @@ def test_errors_are_counted_and_shown(
 def test_default_judge_is_the_plugins(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import pytest_mtmcs.judges.agreement as agreement
+    import pytest_mtmcs.cli.judge_agreement as agreement
 
     seen: list[str] = []
     real = agreement.build_judge

@@ -17,12 +17,17 @@ from pytest_mtmcs.analysis.metrics import (
 )
 from pytest_mtmcs.analysis.thresholds import (
     Threshold,
-    check_thresholds,
     evaluate_thresholds,
     parse_threshold,
 )
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
+
+
+def check_thresholds(table, thresholds, buckets):
+    """The breaches among evaluate_thresholds' checks."""
+    return [c for c in evaluate_thresholds(table, thresholds, buckets) if c.status == "breach"]
+
 
 B = Buckets.parse(DEFAULT)
 

@@ -21,7 +21,7 @@ from pytest_mtmcs.baseline.rejudge import (
     rejudge_baseline,
 )
 from pytest_mtmcs.baseline.transcripts import (
-    read_transcripts,
+    read_transcripts_with_header,
     transcripts_path,
     write_transcripts,
 )
@@ -108,6 +108,11 @@ CONTEXT = dialogue(
     setting="context_switch",
     risk_turn=1,
 )
+
+
+def read_transcripts(path):
+    """(dialogue id, user turn) -> reply text."""
+    return read_transcripts_with_header(path)[0]
 
 
 def item(d: Dialogue, turn: int, reply: str) -> JudgeInput:

@@ -14,7 +14,6 @@ from pytest_mtmcs.judges import JudgeInput, create_judge
 from pytest_mtmcs.judges.agreement import (
     agreement,
     format_agreement,
-    load_labelled,
     load_labelled_records,
 )
 from pytest_mtmcs.records import REPLY_LABELS, Dialogue, Message, Turn
@@ -178,6 +177,11 @@ def test_agreement_edge_cases() -> None:
     assert odd.confusion["refusal"]["weird"] == 1
     with pytest.raises(ValueError, match="predicted has 1"):
         agreement(["refusal", "refusal"], ["refusal"])
+
+
+def load_labelled(path):
+    """(text, label) pairs from a labelled JSONL or CSV file."""
+    return [(r.text, r.label) for r in load_labelled_records(path)]
 
 
 def test_load_labelled(tmp_path: Path) -> None:

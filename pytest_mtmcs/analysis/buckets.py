@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import ConfigError
 
-DEFAULT = "1,2-3,4-5,6+"
+DEFAULT = defaults.BUCKETS
 # The row that aggregates every bucket in tables and comparisons.
 ALL = "all"
 

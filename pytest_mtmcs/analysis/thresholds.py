@@ -51,14 +51,6 @@ class Threshold:
 
 
 @dataclass(frozen=True)
-class Breach:
-    bucket: str
-    metric: str
-    value: float
-    threshold: Threshold
-
-
-@dataclass(frozen=True)
 class ThresholdCheck:
     """One threshold applied to one bucket: `pass`, `breach`, or `no data` (n = 0)."""
 
@@ -149,16 +141,3 @@ def evaluate_thresholds(
             status: Literal["pass", "breach"] = "pass" if t.passes(value) else "breach"
             out.append(ThresholdCheck(bucket, t.metric, value, rate.n, t, status))
     return out
-
-
-def check_thresholds(
-    table: Mapping[tuple[str, str], Mapping[str, Rate]],
-    thresholds: Iterable[Threshold],
-    buckets: Buckets,
-) -> list[Breach]:
-    """The breaches among `evaluate_thresholds`; see there for the rules."""
-    return [
-        Breach(c.bucket, c.metric, c.value, c.threshold)
-        for c in evaluate_thresholds(table, thresholds, buckets)
-        if c.status == "breach" and c.value is not None
-    ]

@@ -10,14 +10,14 @@ need them.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import BackendError, ConfigError
 from pytest_mtmcs.records import ChatRequest
+from pytest_mtmcs.registry import Registry
 
 ENTRY_POINT_GROUP = "pytest_mtmcs.backends"
 
@@ -50,12 +50,12 @@ class BackendOptions:
     """Run-wide settings a backend factory may use."""
 
     batch_size: int | None = None  # None: the backend's default; hf accepts "auto" via -1
-    concurrency: int = 16
+    concurrency: int = defaults.CONCURRENCY
     base_url: str | None = None
     dtype: str = "auto"
     device: str | None = None
-    timeout_s: float = 120.0
-    max_retries: int = 5
+    timeout_s: float = defaults.TIMEOUT_S
+    max_retries: int = defaults.RETRIES
     trust_remote_code: bool = False
     cache_dir: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -73,26 +73,19 @@ BUILTIN: dict[str, str] = {
 }
 
 
-def _load(target: str) -> Factory:
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    factory: Factory = getattr(module, attr)
-    return factory
+REGISTRY = Registry("backend", ENTRY_POINT_GROUP, BUILTIN)
 
 
 def available() -> dict[str, str]:
     """Prefix -> factory location, built-ins first, then entry points."""
-    found = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+    return REGISTRY.available()
 
 
 def split_spec(spec: str, option: str = "--mtmcs-model") -> tuple[str, str]:
     prefix, sep, rest = spec.partition(":")
     if not sep or not prefix:
         raise ConfigError(
-            f"{option}={spec!r}: expected PREFIX:VALUE, one of {', '.join(sorted(available()))} "
+            f"{option}={spec!r}: expected PREFIX:VALUE, one of {REGISTRY.known_text()} "
             "(e.g. hf:Qwen/Qwen2.5-VL-7B-Instruct, openai:MODEL, tiny:qwen2.5-vl)"
         )
     return prefix, rest
@@ -100,10 +93,5 @@ def split_spec(spec: str, option: str = "--mtmcs-model") -> tuple[str, str]:
 
 def create_backend(spec: str, options: BackendOptions, option: str = "--mtmcs-model") -> Backend:
     prefix, rest = split_spec(spec, option)
-    known = available()
-    if prefix not in known:
-        raise ConfigError(
-            f"{option}={spec!r}: unknown backend {prefix!r}; known: {', '.join(sorted(known))}. "
-            f"Third-party backends register in the {ENTRY_POINT_GROUP!r} entry-point group."
-        )
-    return _load(known[prefix])(rest, options)
+    factory: Factory = REGISTRY.factory(prefix, spec=spec, option=option)
+    return factory(rest, options)

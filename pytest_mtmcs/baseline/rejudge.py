@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mtmcs.engine.grading import grade
-from pytest_mtmcs.engine.runner import image_turns
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import Judge, JudgeInput
 from pytest_mtmcs.records import Dialogue, DialogueResult, Message, ReplyResult
@@ -54,7 +53,7 @@ def judge_inputs(
             f"the suite but {result.user_turns} in the stored result; the suite changed"
         )
     stored = {r.user_turn: r.text for r in result.replies}
-    with_image = image_turns(dialogue, image_placement)
+    with_image = dialogue.image_turns(image_placement)
     messages: list[Message] = []
     inputs: list[JudgeInput] = []
     k = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syrupy.data import Snapshot, SnapshotCollection
-from syrupy.extensions.amber import AmberDataSerializer, AmberSnapshotExtension
+from syrupy.extensions.amber import AmberDataSerializer
 
 from pytest_mtmcs.baseline.strict_reader import BaselineFileError, check_file
 from pytest_mtmcs.errors import ConfigError
@@ -40,18 +40,6 @@ class BaselineSerializer(AmberDataSerializer):
     """Amber files whose entries are our one-line strings, stored verbatim (not repr'd)."""
 
     VERSION = f"mtmcs-{SCHEMA}"
-
-
-class BaselineExtension(AmberSnapshotExtension):
-    """A syrupy extension storing snapshots in the baseline format, for use with `snapshot`."""
-
-    serializer_class = BaselineSerializer
-    file_extension = "ambr"
-
-    def serialize(self, data: Any, **kwargs: Any) -> str:
-        if isinstance(data, DialogueResult):
-            return entry_line(data)
-        return str(data)
 
 
 def _safe(text: str) -> str:

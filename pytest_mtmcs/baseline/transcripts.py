@@ -167,8 +167,3 @@ def read_transcripts_with_header(
     if header is None:
         raise ConfigError(f"{where}: empty transcripts file")
     return entries, header
-
-
-def read_transcripts(path: str | os.PathLike[str]) -> Transcripts:
-    """(dialogue id, user turn) -> reply text."""
-    return read_transcripts_with_header(path)[0]

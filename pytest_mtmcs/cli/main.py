@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import MtmcsError
 
 
@@ -45,7 +46,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _agreement(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.judges.agreement import run_agreement
+    from pytest_mtmcs.cli.judge_agreement import run_agreement
 
     return run_agreement(args)
 
@@ -65,9 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare two result tables or baselines, offline")
     p.add_argument("current", help="results.parquet/csv of a run, or a baseline .ambr file")
     p.add_argument("baseline", help="the same kind of file for the earlier checkpoint")
-    p.add_argument("--buckets", default=None, help="turn buckets (default: 1,2-3,4-5,6+)")
-    p.add_argument("--max-drop", type=float, default=0.02, help="tolerated drop (default: 0.02)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument(
+        "--buckets",
+        default=None,
+        help="turn buckets (default: the ones the run recorded in run.json, else "
+        f"{defaults.BUCKETS})",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=defaults.MAX_DROP,
+        help=f"tolerated drop (default: {defaults.MAX_DROP})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=defaults.ALPHA,
+        help=f"significance level (default: {defaults.ALPHA})",
+    )
     p.add_argument("--out", help="folder for summary.md and report.html (default: print only)")
     p.set_defaults(func=_compare)
 
@@ -89,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compliance vs not, refusal vs not (Wilson 95%% intervals), confusion matrix, per source "
         "and model. A reply the judge cannot label counts as wrong.",
     )
-    from pytest_mtmcs.judges.agreement import add_arguments
+    from pytest_mtmcs.cli.judge_agreement import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=_agreement)

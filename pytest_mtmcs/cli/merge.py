@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.harness import options as opts
 from pytest_mtmcs.outcome.shards import ROWS_FILE, SHARD_FILE, SHARD_SCHEMA, Shard
@@ -336,17 +337,19 @@ def merge_main(args: argparse.Namespace) -> int:
     root = Path(args.baseline_dir) if args.baseline_dir else Path.cwd() / "baselines"
     for n in names:
         baseline_path(root, n, "x")  # a bad name fails before anything is written
-    max_drop = float(pick("mtmcs_max_drop", "max_drop") or 0.02)
-    alpha = float(pick("mtmcs_alpha", "alpha") or 0.05)
+    max_drop = float(pick("mtmcs_max_drop", "max_drop") or defaults.MAX_DROP)
+    alpha = float(pick("mtmcs_alpha", "alpha") or defaults.ALPHA)
     for flag, x in (("--max-drop", max_drop), ("--alpha", alpha)):
         if not 0.0 <= x <= 1.0:
             raise ConfigError(f"{flag}={x}: expected a value in [0.0, 1.0]")
     options = EndOptions(
-        gate=str(pick("mtmcs_gate", "gate") or "buckets"),
+        gate=str(pick("mtmcs_gate", "gate") or defaults.GATE),
         max_drop=max_drop,
         alpha=alpha,
         allow_mismatch=bool(pick("mtmcs_allow_mismatch", "allow_mismatch")),
-        max_judge_errors=int(pick("mtmcs_max_judge_errors", "max_judge_errors") or 0),
+        max_judge_errors=int(
+            pick("mtmcs_max_judge_errors", "max_judge_errors") or defaults.MAX_JUDGE_ERRORS
+        ),
         thresholds=thresholds
         if thresholds is not None
         else tuple(recorded.get("thresholds") or ()),

@@ -132,7 +132,7 @@ class ModelGuard:
         self.calls = 0
 
     def screen(self, items: Sequence[ScreenItem]) -> list[ScreenResult]:
-        from pytest_mtmcs.judges.model_judges import _shown, parse_guard
+        from pytest_mtmcs.judges.model_judges import parse_guard, shown_answer
         from pytest_mtmcs.records import RequestMeta
 
         if not items:
@@ -159,7 +159,7 @@ class ModelGuard:
                 continue
             parsed = parse_guard(a)
             if parsed is None:
-                out.append(BackendError(f"unparseable guard answer {_shown(a)!r}"))
+                out.append(BackendError(f"unparseable guard answer {shown_answer(a)!r}"))
             else:
                 out.append(parsed[0] == "unsafe")
         return out

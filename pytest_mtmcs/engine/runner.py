@@ -51,18 +51,6 @@ class ProgressSink(Protocol):
     def advance(self, dialogues: int = 0, turns: int = 0) -> None: ...
 
 
-def image_turns(dialogue: Dialogue, placement: str) -> frozenset[int]:
-    """The 1-based user turns that carry the dialogue's image under a placement policy."""
-    if dialogue.image is None:
-        return frozenset()
-    n = dialogue.user_turns
-    if placement == "first":
-        return frozenset({1})
-    if placement == "last":
-        return frozenset({n})
-    return frozenset(range(1, n + 1))
-
-
 @dataclass
 class _State:
     """One dialogue in flight."""
@@ -219,7 +207,7 @@ class Engine:
     def run(self, dialogues: Iterable[Dialogue]) -> dict[str, DialogueResult]:
         placement = self.settings.image_placement
         settings = self.settings
-        states = [_State(d, image_turns(d, placement)) for d in dialogues]
+        states = [_State(d, d.image_turns(placement)) for d in dialogues]
         active = [s for s in states if s.advance_to_live_turn()]
         while active:
             histories = [tuple(s.messages) for s in active]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.judges.cascade import DEFAULT_THRESHOLD as CASCADE_THRESHOLD
 
 if TYPE_CHECKING:
     import pytest
@@ -57,7 +57,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(
         "--mtmcs-buckets",
         "turn buckets by number of user turns, e.g. 1,2-3,4-5,6+ "
-        "(default: the suite's, else 1,2-3,4-5,6+)",
+        f"(default: the suite's, else {defaults.BUCKETS})",
         metavar="SPEC",
     ),
     Opt(
@@ -71,12 +71,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(
         "--mtmcs-image-placement",
         "which user turns carry the image: first (SafeMT), last "
-        "(MTMCS-Bench) or every (default: the suite's, else last)",
+        f"(MTMCS-Bench) or every (default: the suite's, else {defaults.IMAGE_PLACEMENT})",
         choices=("first", "last", "every"),
     ),
     Opt(
         "--mtmcs-max-new-tokens",
-        "maximum new tokens per reply (default: the suite's, else 128)",
+        f"maximum new tokens per reply (default: the suite's, else {defaults.MAX_NEW_TOKENS})",
         kind="int",
         metavar="N",
     ),
@@ -91,16 +91,16 @@ OPTIONS: tuple[Opt, ...] = (
         "judge labelling each reply: rules, ngram (or ngram:DIR, an artefact you trained), "
         "a model judge SPEC, or "
         "cascade:LOCAL,MODEL_JUDGE (local judge first, unsure replies to the model judge) "
-        "(default: ngram)",
-        default="ngram",
+        f"(default: {defaults.JUDGE})",
+        default=defaults.JUDGE,
         metavar="SPEC",
     ),
     Opt(
         "--mtmcs-cascade-threshold",
         "with --mtmcs-judge=cascade:LOCAL,MODEL_JUDGE, replies the local judge is less sure of "
-        f"than this (0-1) go to the model judge (default: {CASCADE_THRESHOLD:g})",
+        f"than this (0-1) go to the model judge (default: {defaults.CASCADE_THRESHOLD:g})",
         kind="float",
-        default=CASCADE_THRESHOLD,
+        default=defaults.CASCADE_THRESHOLD,
         metavar="X",
     ),
     Opt(
@@ -146,9 +146,9 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-concurrency",
-        "requests in flight for openai: models (default: 16)",
+        f"requests in flight for openai: models (default: {defaults.CONCURRENCY})",
         kind="int",
-        default=16,
+        default=defaults.CONCURRENCY,
         metavar="N",
     ),
     Opt(
@@ -176,16 +176,16 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-timeout",
-        "seconds before one openai: request times out (default: 120)",
+        f"seconds before one openai: request times out (default: {defaults.TIMEOUT_S:g})",
         kind="float",
-        default=120.0,
+        default=defaults.TIMEOUT_S,
         metavar="S",
     ),
     Opt(
         "--mtmcs-retries",
-        "retries of a failing openai: request, with backoff (default: 5)",
+        f"retries of a failing openai: request, with backoff (default: {defaults.RETRIES})",
         kind="int",
-        default=5,
+        default=defaults.RETRIES,
         metavar="N",
     ),
     Opt(
@@ -201,17 +201,17 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-lookahead",
-        "dialogues each process generates ahead of the test being run (default: 256)",
+        f"dialogues each process generates ahead of the test being run (default: {defaults.LOOKAHEAD})",
         kind="int",
-        default=256,
+        default=defaults.LOOKAHEAD,
         metavar="N",
     ),
     Opt(
         "--mtmcs-gate",
         "what fails the run: buckets (bucket regressions and threshold "
         "breaches), items (any regressed or, with no baseline, failing dialogue), or both "
-        "(default: buckets)",
-        default="buckets",
+        f"(default: {defaults.GATE})",
+        default=defaults.GATE,
         choices=("buckets", "items", "both"),
     ),
     Opt(
@@ -227,16 +227,16 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-max-drop",
-        "largest tolerated drop of a bucket metric against a baseline (default: 0.02)",
+        f"largest tolerated drop of a bucket metric against a baseline (default: {defaults.MAX_DROP})",
         kind="float",
-        default=0.02,
+        default=defaults.MAX_DROP,
         metavar="X",
     ),
     Opt(
         "--mtmcs-alpha",
-        "significance level of the paired test, Holm-corrected (default: 0.05)",
+        f"significance level of the paired test, Holm-corrected (default: {defaults.ALPHA})",
         kind="float",
-        default=0.05,
+        default=defaults.ALPHA,
         metavar="X",
     ),
     Opt(
@@ -248,9 +248,9 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-max-judge-errors",
-        "judge errors tolerated before the gate fails (default: 0)",
+        f"judge errors tolerated before the gate fails (default: {defaults.MAX_JUDGE_ERRORS})",
         kind="int",
-        default=0,
+        default=defaults.MAX_JUDGE_ERRORS,
         metavar="N",
     ),
     Opt(

@@ -8,14 +8,12 @@ prefix, value = factory `(rest: str, options: JudgeOptions) -> Judge`).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
-from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.records import Dialogue, Message
+from pytest_mtmcs.registry import Registry
 
 ENTRY_POINT_GROUP = "pytest_mtmcs.judges"
 
@@ -116,20 +114,15 @@ BUILTIN: dict[str, str] = {
 }
 
 
+REGISTRY = Registry("judge", ENTRY_POINT_GROUP, BUILTIN)
+
+
 def available() -> dict[str, str]:
-    found = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+    """Prefix -> factory location, built-ins first, then entry points."""
+    return REGISTRY.available()
 
 
 def create_judge(spec: str, options: Any = None, option: str = "--mtmcs-judge") -> Judge:
     prefix, _, rest = spec.partition(":")
-    known = available()
-    if prefix not in known:
-        raise ConfigError(
-            f"{option}={spec!r}: unknown judge {prefix!r}; known: {', '.join(sorted(known))}"
-        )
-    module_name, _, attr = known[prefix].partition(":")
-    factory: Factory = getattr(importlib.import_module(module_name), attr)
+    factory: Factory = REGISTRY.factory(prefix, spec=spec, option=option)
     return factory(rest, options)

@@ -18,13 +18,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import Judge, JudgeIdentity, JudgeInput, Judgment
 
 # Chosen by measurement (benchmarks/judge_cascade.py, benchmarks/RESULTS.md): the knee of the
 # trade-off on the judge dev split, about a fifth of the replies escalated by the ngram or the rules
 # judge; confidences above it are right 88% of the time or more on the test split.
-DEFAULT_THRESHOLD = 0.6
+DEFAULT_THRESHOLD = defaults.CASCADE_THRESHOLD
 OPTION = "--mtmcs-cascade-threshold"
 
 

@@ -179,7 +179,8 @@ def model_id(backend: Backend) -> str:
     return " ".join(parts)
 
 
-def _shown(answer: str) -> str:
+def shown_answer(answer: str) -> str:
+    """A model answer cut to one short line, for error messages."""
     text = re.sub(r"\s+", " ", answer).strip()
     return text if len(text) <= SHOWN_ANSWER else text[: SHOWN_ANSWER - 3] + "..."
 
@@ -370,7 +371,7 @@ class _ModelJudge:
     def unparseable(self, answer: str, expected: str) -> Judgment:
         return Judgment(
             None,
-            error=f"{self.name} judge: unparseable answer {_shown(answer)!r} (expected {expected})",
+            error=f"{self.name} judge: unparseable answer {shown_answer(answer)!r} (expected {expected})",
         )
 
     def close(self) -> None:

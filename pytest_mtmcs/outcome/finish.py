@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
 from pytest_mtmcs.outcome.gate import Gate, aggregate_suite
 from pytest_mtmcs.outcome.model import RunOutcome, SuiteOutcome
@@ -35,12 +36,12 @@ CACHE_KEYS = ("hits", "misses", "writes")
 class EndOptions:
     """The options the end of a run reads, resolved (command line > ini > built-in default)."""
 
-    gate: str = "buckets"
-    max_drop: float = 0.02
-    alpha: float = 0.05
+    gate: str = defaults.GATE
+    max_drop: float = defaults.MAX_DROP
+    alpha: float = defaults.ALPHA
     allow_mismatch: bool = False
     rejudge: bool = False
-    max_judge_errors: int = 0
+    max_judge_errors: int = defaults.MAX_JUDGE_ERRORS
     thresholds: tuple[str, ...] = ()
     threshold_origin: str = "--mtmcs-threshold"
     # --mtmcs-buckets; None: the suite's [defaults] buckets, else the built-in default.

@@ -8,23 +8,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.analysis.buckets import Buckets
 from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
 from pytest_mtmcs.analysis.metrics import bucket_tables
 from pytest_mtmcs.analysis.thresholds import Threshold, evaluate_thresholds, parse_threshold
-from pytest_mtmcs.outcome.model import BaselineComparison, RunOutcome, SuiteOutcome, run_header
+from pytest_mtmcs.outcome.model import BaselineComparison, SuiteOutcome, run_header
 from pytest_mtmcs.records import DialogueResult
 
 if TYPE_CHECKING:
     from pytest_mtmcs.baseline.store import Baseline, BaselineSet
 
-# Kept for callers of the former names.
-Outcome = RunOutcome
-
 __all__ = [
     "BaselineComparison",
     "Gate",
-    "Outcome",
     "SuiteOutcome",
     "aggregate_suite",
     "run_header",
@@ -36,12 +33,12 @@ __all__ = [
 class Gate:
     """The options the per-suite gate reads (see `finish.EndOptions` for their meaning)."""
 
-    gate: str = "buckets"
-    max_drop: float = 0.02
-    alpha: float = 0.05
+    gate: str = defaults.GATE
+    max_drop: float = defaults.MAX_DROP
+    alpha: float = defaults.ALPHA
     allow_mismatch: bool = False
     rejudge: bool = False
-    max_judge_errors: int = 0
+    max_judge_errors: int = defaults.MAX_JUDGE_ERRORS
     thresholds: tuple[str, ...] = ()
     threshold_origin: str = "--mtmcs-threshold"
     # Recording a baseline: bucket regressions are shown, not gated.

@@ -389,14 +389,12 @@ def _flip_detail(
     user_text: dict[int, str] = {}
     with_image: frozenset[int] = frozenset()
     if dialogue is not None:
-        from pytest_mtmcs.engine.runner import image_turns
-
         k = 0
         for t in dialogue.turns:
             if t.role == "user":
                 k += 1
                 user_text[k] = t.text
-        with_image = image_turns(dialogue, placement)
+        with_image = dialogue.image_turns(placement)
     replies = {r.user_turn: r for r in now.replies}
     image = (
         f'<span class="muted">[image {_e(dialogue.image.sha256[:12])}]</span> '

@@ -245,12 +245,10 @@ def transcript_rows(
     Question rows carry the question's 1-based index and, when the suite's dialogues are known,
     its text and options: the `replay:` backend matches an intent prompt on them exactly.
     """
-    from pytest_mtmcs.engine.runner import image_turns
-
     for r in results:
         d = dialogues.get(r.id) if dialogues else None
         image = d.image.sha256 if d is not None and d.image is not None else None
-        with_image = image_turns(d, image_placement) if d is not None else frozenset()
+        with_image = d.image_turns(image_placement) if d is not None else frozenset()
         for rep in r.replies:
             yield {
                 "kind": "turn",

@@ -153,12 +153,6 @@ def _text(field: str, value: object) -> str:
     return value
 
 
-def _opt_text(field: str, value: object) -> str | None:
-    if value is None:
-        return None
-    return _text(field, value)
-
-
 def _unknown(
     field_prefix: str, obj: Mapping[str, Any], known: frozenset[str], order: tuple[str, ...]
 ) -> None:

@@ -1,0 +1,43 @@
+"""Every built-in default a user can see, in one place.
+
+The options table (`harness/options.py`), the end of a run (`outcome/`), the statistics
+(`analysis/`), the judges and the `pytest-mtmcs` commands read these names; none writes the value
+again. Changing one here changes the option help, the README's generated options table and the
+behaviour together.
+"""
+
+from __future__ import annotations
+
+# Turn buckets by number of user turns.
+BUCKETS = "1,2-3,4-5,6+"
+# The largest tolerated drop of a bucket metric against a baseline (share of units).
+MAX_DROP = 0.02
+# Significance level of the paired test, Holm-corrected across a comparison's cells.
+ALPHA = 0.05
+# A cell shows a number only when at least this share of its units was measured (the rest are
+# dialogues whose backend or judge failed): below it, the cell says how many errored instead.
+MIN_MEASURED_SHARE = 0.5
+# Judge errors tolerated before the gate fails.
+MAX_JUDGE_ERRORS = 0
+# What fails the run: buckets, items or both.
+GATE = "buckets"
+
+# Decoding.
+MAX_NEW_TOKENS = 128
+TEMPERATURE = 0.0
+IMAGE_PLACEMENT = "last"
+
+# The default judge, and the confidence under which a cascade sends a reply to its model judge.
+JUDGE = "ngram"
+CASCADE_THRESHOLD = 0.6
+
+# openai: backends.
+CONCURRENCY = 16
+TIMEOUT_S = 120.0
+RETRIES = 5
+# Environment variables of OpenAI-compatible clients.
+ENV_BASE_URL = "OPENAI_BASE_URL"
+ENV_API_KEY = "OPENAI_API_KEY"
+
+# Dialogues each process generates ahead of the test being run.
+LOOKAHEAD = 256
