@@ -28,7 +28,23 @@ server die when its N-th chat request arrives (that request and every open conne
 dropped unanswered, the port is closed; `killed` is set), and `start()` brings it back on the same
 port. `answered_bodies` lists the bodies answered with a 200, to count generations.
 
-Command line (for users): `python -m pytest_mtmcs.testing.stub_server --port 8000 --latency-ms 50`.
+What it answers (`mode`, see `stub_judges` for the rules): `model` (the default) answers as the
+model under test, with the fixed `DEFAULT_ANSWER`, a `respond(body) -> str` callable, or
+`replies="varied"` (a reply chosen by a hash of the last user message); `rubric`, `safe-unsafe`
+and `guard` answer every request in that model judge's format, with a verdict derived from the
+reply being judged; `auto` recognises a judge's prompt and answers it in that judge's format, and
+answers anything else as the model under test.
+
+Served models and keys, as a real server checks them: `model` names the served model(s) (one name
+or several); `GET /v1/models` lists them, and a chat request naming another model gets a 404
+`model_not_found`. With no `model`, any name is accepted and `stub-model` is listed. `api_key`:
+every request without `Authorization: Bearer <api_key>` gets a 401 `invalid_api_key` (except
+`GET /health`, which servers such as vLLM leave open for probes). Error bodies have OpenAI's shape,
+`{"error": {"message", "type", "param", "code"}}`.
+
+Command line (for users): `python -m pytest_mtmcs.testing.stub_server --port 8000 --mode auto
+--model stub-model --model stub-judge --api-key sk-stub`; `--help` lists every flag, and
+docs/trying-judges.md walks through trying the judges with it.
 """
 
 from __future__ import annotations
@@ -70,6 +86,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "truncated",
     "reset",
 )
+
+MODES: tuple[str, ...] = ("model", "rubric", "safe-unsafe", "guard", "auto")
+REPLY_POLICIES: tuple[str, ...] = ("fixed", "varied")
+# What `GET /v1/models` lists when any model name is accepted.
+DEFAULT_MODEL = "stub-model"
 
 Responder = Callable[[dict[str, Any]], str]
 # (0-based index of the chat request, its body) -> a fault kind, or None for a normal answer.
@@ -162,24 +183,53 @@ class StubServer:
         retry_after: float = 1.0,
         slow_s: float = 30.0,
         spike_s: float = 0.2,
-        model: str | None = None,
+        model: str | Sequence[str] | None = None,
         api_key: str | None = None,
         port: int = 0,
         hold: int = 0,
         kill_after: int | None = None,
         log: str | None = None,
+        mode: str = "model",
+        replies: str | None = None,
     ) -> None:
-        """`model`: when set, the only model served (others get 404, as vLLM does); when None,
-        any model name is accepted and `GET /v1/models` lists `stub-model`.
-        `api_key`: when set, requests without `Authorization: Bearer <api_key>` get 401."""
+        """`model`: when set, the model name(s) served (others get 404, as vLLM does); when
+        None, any model name is accepted and `GET /v1/models` lists `stub-model`.
+        `api_key`: when set, requests without `Authorization: Bearer <api_key>` get 401.
+        `mode`: one of MODES (module docstring). `replies`: `fixed` or `varied`, how the model
+        under test answers when no `respond` is given (default: varied in `auto`, else fixed)."""
+        from pytest_mtmcs.testing import stub_judges
+
         if faults is not None and not callable(faults):
             _check_kinds(faults)
-        self.respond: Responder = respond or default_respond
+        if mode not in MODES:
+            raise ValueError(f"unknown stub mode {mode!r}; known: {', '.join(MODES)}")
+        if replies is None:
+            replies = "varied" if mode == "auto" else "fixed"
+        if replies not in REPLY_POLICIES:
+            raise ValueError(f"unknown replies {replies!r}; known: {', '.join(REPLY_POLICIES)}")
+        names = (model,) if isinstance(model, str) else tuple(model or ())
+        if any(not n for n in names):
+            raise ValueError("a served model name cannot be empty")
+        self.mode = mode
+        self.replies = replies
+        # Served names; empty: any name is accepted.
+        self.models: tuple[str, ...] = tuple(dict.fromkeys(names))
+        self.model = self.models[0] if self.models else None
+        # How the model under test answers; the judge modes answer judges through `answer`.
+        self.respond: Responder = respond or (
+            stub_judges.varied_respond if replies == "varied" else default_respond
+        )
+        # In what the server reports of its models, so that a response cache keyed by it does
+        # not serve one stub configuration's replies to another (custom `respond`: not known).
+        self.revision: str | None = None
+        if mode in ("model", "auto") and (mode, replies) != ("model", "fixed"):
+            self.revision = f"mtmcs-stub-{mode}-{replies}"
+        elif mode not in ("model", "auto"):
+            self.revision = f"mtmcs-stub-{mode}"
         self.latency_s = latency_s
         self.retry_after = retry_after
         self.slow_s = slow_s
         self.spike_s = spike_s
-        self.model = model
         self.hold = hold
         self.kill_after = kill_after
         self.killed = threading.Event()
@@ -206,6 +256,20 @@ class StubServer:
 
     def __repr__(self) -> str:
         return f"StubServer({self.base_url if self._httpd else 'stopped'})"
+
+    def answer(self, body: dict[str, Any]) -> str:
+        """The text answered to a chat request, per `mode`."""
+        from pytest_mtmcs.testing import stub_judges
+
+        kind = self.mode
+        if kind == "auto":
+            kind = stub_judges.detect(body) or "model"
+        if kind == "model":
+            return self.respond(body)
+        return stub_judges.judge_answer(kind, body)
+
+    def served(self, model: Any) -> bool:
+        return not self.models or model in self.models
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -455,22 +519,26 @@ class _Handler(BaseHTTPRequestHandler):
             authorized,
             None,
         )
-        if authorized is False:
-            status = self._send_error(401, "invalid or missing API key", "authentication_error")
-        elif path in ("/v1/models", "/models"):
-            name = stub.model or "stub-model"
-            card = {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "mtmcs-stub",
-                "root": name,
-                "parent": None,
-                "max_model_len": 32768,
-            }
-            status = self._send_json(200, {"object": "list", "data": [card]})
-        elif path in ("/health", "/v1/health"):
+        if path in ("/health", "/v1/health"):
             status = self._send_json(200, {"status": "ok"})
+        elif authorized is False:
+            status = self._send_unauthorized()
+        elif path in ("/v1/models", "/models"):
+            cards = []
+            for name in stub.models or (DEFAULT_MODEL,):
+                card: dict[str, Any] = {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "mtmcs-stub",
+                    "root": name,
+                    "parent": None,
+                    "max_model_len": 32768,
+                }
+                if stub.revision is not None:
+                    card["revision"] = stub.revision
+                cards.append(card)
+            status = self._send_json(200, {"object": "list", "data": cards})
         else:
             status = self._send_error(404, f"no route {path}", "not_found_error")
         self._record_once(status)
@@ -517,7 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self.stub
         stub._sleep(stub.latency_s)
         if authorized is False:
-            return self._send_error(401, "invalid or missing API key", "authentication_error")
+            return self._send_unauthorized()
         if fault == "drop":
             self._drop()
             return "drop"
@@ -545,15 +613,22 @@ class _Handler(BaseHTTPRequestHandler):
                 400, "'messages' must be a non-empty list", "invalid_request_error"
             )
         model = body.get("model")
-        if stub.model is not None and model != stub.model:
-            return self._send_error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        if not stub.served(model):
+            # vLLM's wording, in OpenAI's error shape and code.
+            return self._send_error(
+                404,
+                f"The model `{model}` does not exist.",
+                "invalid_request_error",
+                code="model_not_found",
+                param="model",
+            )
         if fault == "malformed":
             return self._send_json(200, {"id": "chatcmpl-stub", "object": "chat.completion"})
         if stub._dead:  # killed while this request waited: it never gets its answer
             self._drop()
             return "drop"
         try:
-            text = stub.respond(body)
+            text = stub.answer(body)
         except Exception as exc:  # a responder bug becomes a visible 500
             return self._send_error(500, f"responder failed: {exc!r}", "server_error")
         payload = {
@@ -640,10 +715,41 @@ class _Handler(BaseHTTPRequestHandler):
         return status
 
     def _send_error(
-        self, status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        code: str | int | None = None,
+        param: str | None = None,
     ) -> int:
-        error = {"error": {"message": message, "type": kind, "code": status}}
+        error = {
+            "error": {
+                "message": message,
+                "type": kind,
+                "param": param,
+                "code": status if code is None else code,
+            }
+        }
         return self._send_json(status, error, headers)
+
+    def _send_unauthorized(self) -> int:
+        # OpenAI's wording and code; the key sent is never echoed (it may be someone's real one).
+        if "Authorization" in self.headers:
+            message = "Incorrect API key provided."
+        else:
+            message = (
+                "You didn't provide an API key. Provide it in an Authorization header using "
+                "Bearer auth (Authorization: Bearer YOUR_KEY)."
+            )
+        return self._send_error(
+            401,
+            message,
+            "invalid_request_error",
+            headers={"WWW-Authenticate": "Bearer"},
+            code="invalid_api_key",
+        )
 
 
 def _reason(status: int) -> str:
@@ -657,15 +763,52 @@ def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_mtmcs.testing.stub_server",
-        description="A local OpenAI-compatible chat-completions stub on 127.0.0.1, for checking "
-        "CI wiring of `--mtmcs-model=openai:MODEL` without a model server.",
+        description="A local OpenAI-compatible chat-completions stub on 127.0.0.1: checks the "
+        "CI wiring of `--mtmcs-model=openai:MODEL`, and answers the model judges and guards in "
+        "their formats (--mode), to try them without a GPU (docs/trying-judges.md).",
     )
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="model",
+        help="what it answers: model (the model under test), rubric, safe-unsafe or guard (that "
+        "judge's answer format), auto (a judge's prompt in that judge's format, anything else "
+        "as the model under test) (default: model)",
+    )
+    parser.add_argument(
+        "--replies",
+        choices=REPLY_POLICIES,
+        default=None,
+        help="how the model under test answers: fixed (one reply, --reply) or varied (declines "
+        "some requests and complies with others, by a hash of the last user message) "
+        "(default: varied with --mode auto, else fixed)",
+    )
+    parser.add_argument(
+        "--reply",
+        default=None,
+        metavar="TEXT",
+        help="the fixed reply of the model under test (default: a benign offer to help)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a model name served, repeatable; requests naming another get 404 model_not_found "
+        f"(default: any name; /v1/models lists {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require `Authorization: Bearer KEY` (give the plugin OPENAI_API_KEY=KEY); other "
+        "requests get 401 (default: none required)",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
-    parser.add_argument("--model", default=None, help="the only model name served (default: any)")
     parser.add_argument(
         "--fault-rate", type=float, default=0.0, help="share of requests given a fault"
     )
@@ -681,26 +824,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write one JSON line per chat request (status, fault, sha256 of the body) to this "
         "file, and keep no bodies in memory (for long load runs)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def server_from_args(args: argparse.Namespace, *, port: int | None = None) -> StubServer:
+    """The (unstarted) server the command line describes; `port` overrides `--port`.
+
+    Raises ValueError on a bad combination of flags."""
     faults: FaultPolicy | None = None
     if args.fault_rate > 0:
         kinds = [k.strip() for k in args.fault_kinds.split(",") if k.strip()]
-        try:
-            faults = random_faults(args.fault_rate, kinds, args.seed)
-        except ValueError as exc:
-            parser.error(str(exc))
+        faults = random_faults(args.fault_rate, kinds, args.seed)
+    respond: Responder | None = None
+    if args.reply is not None:
+        if args.replies == "varied":
+            raise ValueError("--reply is the fixed reply: it cannot go with --replies varied")
+        text = args.reply
+        replies = "fixed"
+
+        def respond(body: dict[str, Any]) -> str:
+            return text
+
+    else:
+        replies = args.replies
     server = StubServer(
+        respond,
         latency_s=args.latency_ms / 1000.0,
         faults=faults,
         model=args.model,
-        port=args.port,
+        api_key=args.api_key,
+        port=args.port if port is None else port,
         log=args.log,
+        mode=args.mode,
+        replies=replies,
     )
+    if args.reply is not None:
+        digest = hashlib.sha256(args.reply.encode("utf-8")).hexdigest()[:12]
+        server.revision = f"mtmcs-stub-{server.mode}-fixed-{digest}"
+    return server
+
+
+def banner(server: StubServer) -> str:
+    """The line the command prints when it starts: where, and what it serves."""
+    models = ", ".join(server.models) if server.models else f"any name ({DEFAULT_MODEL} listed)"
+    key = "API key required" if server._api_key is not None else "no API key"
+    if server.mode in ("model", "auto"):
+        what = f"mode {server.mode}, replies {server.replies}"
+    else:
+        what = f"mode {server.mode}"
+    return (
+        f"stub chat-completions server at {server.base_url} "
+        f"({what}, models {models}, {key}; Ctrl-C to stop)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        server = server_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         server.start()
     except OSError as exc:
         parser.error(f"cannot listen on {HOST}:{args.port}: {exc}")
-    print(f"stub chat-completions server at {server.base_url} (Ctrl-C to stop)", flush=True)
+    print(banner(server), flush=True)
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
