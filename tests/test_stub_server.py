@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mtmcs.guard import ModelGuard
-from pytest_mtmcs.intent import parse_answer, question_prompt, transcript_text
+from pytest_mtmcs.engine.guarded_backend import ModelGuard
 from pytest_mtmcs.judges import JudgeInput
 from pytest_mtmcs.judges.model_judges import (
     GuardJudge,
@@ -28,6 +27,7 @@ from pytest_mtmcs.judges.model_judges import (
     parse_score,
 )
 from pytest_mtmcs.records import ChatRequest, Dialogue, Message, Question, Turn
+from pytest_mtmcs.suite.questions import parse_answer, question_prompt, transcript_text
 from pytest_mtmcs.testing.stub_judges import VARIED_REPLIES, classify, detect, varied_respond
 from pytest_mtmcs.testing.stub_server import (
     DEFAULT_ANSWER,

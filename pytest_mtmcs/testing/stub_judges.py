@@ -264,7 +264,7 @@ def _guard_prompt_parts(text: str, template: _Template) -> tuple[list[str], str 
 
 
 def _harmful(users: Sequence[str]) -> bool:
-    from pytest_mtmcs.guard import KeywordGuard
+    from pytest_mtmcs.engine.guarded_backend import KeywordGuard
     from pytest_mtmcs.records import Message
 
     history = tuple(Message("user", u) for u in users)
@@ -360,8 +360,8 @@ def _digest(text: str) -> int:
 def _intent_markers() -> tuple[str, str, str]:
     """The closing instruction of an intent question (multiple choice, true/false) and how its
     transcript opens an assistant line, taken from what `intent` builds, so they cannot drift."""
-    from pytest_mtmcs.intent import question_prompt, transcript_text
     from pytest_mtmcs.records import Message, Question
+    from pytest_mtmcs.suite.questions import question_prompt, transcript_text
 
     mcq = question_prompt("", Question("mcq", "", "A", ("x", "y")))
     tf = question_prompt("", Question("tf", "", "true"))
