@@ -27,7 +27,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -504,17 +504,6 @@ def msts_harm(args: argparse.Namespace) -> Iterator[dict[str, object]]:
 _ANNOTATORS = re.compile(r"annotators (\S+)/(\S+)\)$")
 
 
-def _binary_kappa(pairs: list[tuple[int, int]]) -> float:
-    n = len(pairs)
-    if n == 0:
-        return float("nan")
-    observed = sum(1 for x, y in pairs if x == y) / n
-    p1 = sum(x for x, _ in pairs) / n
-    p2 = sum(y for _, y in pairs) / n
-    expected = p1 * p2 + (1 - p1) * (1 - p2)
-    return (observed - expected) / (1 - expected) if expected < 1 else 1.0
-
-
 def msts_harm_agreement(rows: Iterable[dict[str, object]]) -> dict[str, dict[str, float]]:
     """Per split: how often MSTS's two annotators (before the expert) agree on harm (2.x vs 1.x)
     and on the exact taxonomy code, read from the codes ``msts_harm`` keeps in ``label_origin``.
@@ -533,7 +522,7 @@ def msts_harm_agreement(rows: Iterable[dict[str, object]]) -> dict[str, dict[str
         out[split] = {
             "rows": len(codes),
             "harm_agree": sum(1 for x, y in harm if x == y) / len(codes),
-            "harm_kappa": _binary_kappa(harm),
+            "harm_kappa": _kappa(harm, (0, 1)),
             "taxonomy_agree": sum(1 for a, b in codes if a == b) / len(codes),
         }
     return out
@@ -1080,14 +1069,15 @@ def pool_harm(args: argparse.Namespace) -> Iterator[dict[str, object]]:
 # --------------------------------------------------------------------------- combine
 
 
-def _kappa(pairs: list[tuple[str, str]]) -> float:
+def _kappa(pairs: Sequence[tuple[object, object]], categories: Iterable[object] = LABELS) -> float:
+    """Cohen's kappa of two labellings (`pairs`), over `categories`."""
     n = len(pairs)
     if n == 0:
         return float("nan")
     observed = sum(1 for x, y in pairs if x == y) / n
     first = Counter(x for x, _ in pairs)
     second = Counter(y for _, y in pairs)
-    expected = sum(first[k] * second[k] for k in LABELS) / (n * n)
+    expected = sum(first[k] * second[k] for k in categories) / (n * n)
     return (observed - expected) / (1 - expected) if expected < 1 else 1.0
 
 
@@ -1116,6 +1106,161 @@ def our_labels(prefix: str = "ours") -> dict[str, str]:
         f" = {agree / max(len(both), 1):.3f}, Cohen's kappa {_kappa(pairs):.3f}"
     )
     return {i: x for i, (x, y) in zip(both, pairs, strict=True) if x == y}
+
+
+# Our harm-axis passes over pool_harm.jsonl (LABELLING_HARM.md): lines {"id", "harm", "target",
+# "unsure"}. `target` gives the refusal-axis label where it says one: a decline is `refusal` (a
+# decline that offers a safe alternative is `safe_redirect` under LABELLING.md; `target` does not
+# tell them apart, so, as in the binary sources, `refusal` here means "not compliance"); an
+# attempt is `compliance` (LABELLING.md: an attempt of any quality answers); an off-target reply
+# has no refusal-axis label (null): it neither declines nor does what was asked, and calling it
+# `compliance` is the very error the harm axis exists to fix, while calling it `refusal` would
+# count it as an over-refusal on safe dialogues, which DESIGN.md shows apart ("not helpful").
+HARM_TARGETS = ("attempt", "decline", "off_target")
+HARM_TARGET_LABEL: dict[str, str | None] = {
+    "attempt": "compliance",
+    "decline": "refusal",
+    "off_target": None,
+}
+
+
+def read_harm_pass(path: Path, pool_ids: set[str] | None = None) -> dict[str, dict[str, object]]:
+    """One pass file: id -> {"harm", "target", "unsure"}; a bad line is one clear error naming the
+    file, the line and the field."""
+    out: dict[str, dict[str, object]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise SystemExit(f"{where}: not a JSON object")
+            item = str(row.get("id"))
+            if pool_ids is not None and item not in pool_ids:
+                raise SystemExit(f"{where}: field 'id': {item!r} is not in pool_harm.jsonl")
+            if item in out:
+                raise SystemExit(f"{where}: field 'id': {item!r} labelled twice")
+            harm, target, unsure = row.get("harm"), row.get("target"), row.get("unsure", False)
+            if harm not in (0, 1) or isinstance(harm, bool):
+                raise SystemExit(f"{where}: field 'harm': {harm!r}, expected 0 or 1")
+            if target not in HARM_TARGETS:
+                raise SystemExit(
+                    f"{where}: field 'target': {target!r}, expected one of {HARM_TARGETS}"
+                )
+            if not isinstance(unsure, bool):
+                raise SystemExit(f"{where}: field 'unsure': {unsure!r}, expected true or false")
+            if harm == 1 and target != "attempt":
+                raise SystemExit(
+                    f"{where}: field 'target': harm 1 needs 'attempt' (LABELLING_HARM.md)"
+                )
+            out[item] = {"harm": harm, "target": target, "unsure": unsure}
+    return out
+
+
+def harm_passes(prefix: str = "ours_harm") -> list[dict[str, dict[str, object]]]:
+    """The passes of `<prefix>_pass1.jsonl`, `<prefix>_pass2.jsonl` that exist, checked against
+    the pool."""
+    pool_ids = {str(r["id"]) for r in read_jsonl(HERE / "pool_harm.jsonl")}
+    return [
+        read_harm_pass(HERE / name, pool_ids)
+        for name in (f"{prefix}_pass1.jsonl", f"{prefix}_pass2.jsonl")
+        if (HERE / name).exists()
+    ]
+
+
+def harm_agreement(
+    first: dict[str, dict[str, object]], second: dict[str, dict[str, object]]
+) -> dict[str, float]:
+    """Exact agreement and Cohen's kappa of two harm-axis labellings on the items both have."""
+    both = sorted(set(first) & set(second))
+    out: dict[str, float] = {"items": len(both)}
+    for field, cats in (("harm", (0, 1)), ("target", HARM_TARGETS)):
+        pairs = [(first[i][field], second[i][field]) for i in both]
+        out[f"{field}_agree"] = sum(1 for x, y in pairs if x == y) / max(len(pairs), 1)
+        out[f"{field}_kappa"] = _kappa(pairs, cats)
+    return out
+
+
+def source_harm_labels() -> dict[str, tuple[str, int]]:
+    """Human labels that the pool's sources give on the harm axis, id -> (what, harm): MSTS's
+    final label (safe/unsafe), GPTFuzz's jailbroken flag, Latent Jailbreak's safety label. Read
+    after labelling, to compare our passes with the sources' humans."""
+    out: dict[str, tuple[str, int]] = {}
+    for r in read_jsonl(source_path("msts_harm")):
+        out[str(r["id"])] = ("MSTS final label", int(str(r["harm"])))
+    for r in read_jsonl(source_path("gptfuzz")):
+        out[str(r["id"])] = ("GPTFuzz jailbroken", int(r["label"] == "compliance"))
+    for r in read_jsonl(source_path("latent_jailbreak")):
+        safety = "unsafe" if "(unsafe)" in str(r["label_origin"]) else "safe"
+        out[str(r["id"])] = ("Latent Jailbreak safety", int(safety == "unsafe"))
+    return out
+
+
+def harm_agree(args: argparse.Namespace) -> None:
+    """Print each pass's counts, the two passes' agreement (harm and target: exact, kappa) and
+    each pass against the sources' own human harm labels where a source has one."""
+    passes = harm_passes(args.prefix)
+    if not passes:
+        raise SystemExit(f"no {args.prefix}_pass1.jsonl / _pass2.jsonl here")
+    for n, labels in enumerate(passes, start=1):
+        counts = Counter((v["harm"], v["target"]) for v in labels.values())
+        unsure = sum(1 for v in labels.values() if v["unsure"])
+        print(
+            f"pass {n}: {len(labels)} items; "
+            + ", ".join(f"harm {h} {t} {c}" for (h, t), c in sorted(counts.items(), key=str))
+            + f"; unsure {unsure}"
+        )
+    if len(passes) == 2:
+        a = harm_agreement(*passes)
+        print(
+            f"passes agree on {a['items']:.0f} items: harm {a['harm_agree']:.3f}"
+            f" (kappa {a['harm_kappa']:.3f}), target {a['target_agree']:.3f}"
+            f" (kappa {a['target_kappa']:.3f})"
+        )
+    human = source_harm_labels()
+    for n, labels in enumerate(passes, start=1):
+        by: dict[str, list[tuple[int, int]]] = {}
+        for item, v in labels.items():
+            if item in human:
+                what, harm = human[item]
+                by.setdefault(what, []).append((harm, int(str(v["harm"]))))
+        for what, pairs in sorted(by.items()):
+            agree = sum(1 for x, y in pairs if x == y)
+            print(
+                f"pass {n} vs {what}: {agree}/{len(pairs)} = {agree / len(pairs):.3f}"
+                f" (kappa {_kappa(pairs, (0, 1)):.3f})"
+            )
+
+
+def ours_harm(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """ours_harm.jsonl.gz: pool_harm items where both passes agree on `harm`, with `target` where
+    they also agree on it (else null) and the refusal-axis `label` it gives (HARM_TARGET_LABEL).
+    Not read by `combine` (HARM_FILES): the judge engineer decides how to train on it."""
+    passes = harm_passes(args.prefix)
+    if len(passes) != 2:
+        raise SystemExit(f"ours_harm needs both {args.prefix}_pass1.jsonl and _pass2.jsonl")
+    first, second = passes
+    for item in read_jsonl(HERE / "pool_harm.jsonl"):
+        key = str(item["id"])
+        if key not in first or key not in second or first[key]["harm"] != second[key]["harm"]:
+            continue
+        target = first[key]["target"] if first[key]["target"] == second[key]["target"] else None
+        source, row_id = key.split("/", 1)
+        yield harm_record(
+            source=source,
+            row_id=row_id,
+            text=str(item["text"]),
+            label=HARM_TARGET_LABEL[str(target)] if target is not None else None,
+            harm=int(str(first[key]["harm"])),
+            prompt=None if item["prompt"] is None else str(item["prompt"]),
+            model=str(item["model"]),
+            label_origin=f"ours-harm-2-pass-agreed (target {target or 'disputed'})",
+            extra={"target": target, "image": item.get("image")},
+        )
 
 
 def combine(args: argparse.Namespace) -> None:
@@ -1193,6 +1338,7 @@ SOURCES = {
     "rbr_gold": rbr_gold,
     "msts": msts,
     "msts_harm": msts_harm,
+    "ours_harm": ours_harm,
 }
 
 
@@ -1235,6 +1381,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=20261207)
     p = sub.add_parser(
+        "harm_agree", help="agreement of ours_harm_pass1/2 (harm, target) and with the sources"
+    )
+    p.add_argument("--prefix", default="ours_harm")
+    p = sub.add_parser(
+        "ours_harm", help="ours_harm.jsonl.gz: pool_harm items both harm passes agree on"
+    )
+    p.add_argument("--prefix", default="ours_harm")
+    p = sub.add_parser(
         "combine", help="dev.jsonl (generated, not committed) and test.jsonl from the files here"
     )
     p.add_argument("--splits", default="dev,test", help="comma-separated: dev, test")
@@ -1242,6 +1396,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "combine":
         combine(args)
+        return 0
+    if args.cmd == "harm_agree":
+        harm_agree(args)
         return 0
     if args.cmd in POOLS:
         n = 0
