@@ -27,7 +27,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +395,166 @@ def msts(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 )
 
 
+# --------------------------------------------------------------------------- harm axis: MSTS
+
+# Per-source files of the harm axis (DESIGN.md: does the reply carry out the harmful part of the
+# request?). Their rows carry `harm` and may have no refusal-axis label (`label` null), so
+# `combine` does not read them: dev.jsonl / test.jsonl stay the refusal axis' files. The judge
+# engineer decides how they are trained on.
+HARM_FILES: frozenset[str] = frozenset({"msts_harm", "ours_harm"})
+
+# MSTS's taxonomy on the refusal axis, where the code says it. 1.1/1.2 decline, 2.1/2.2 do what the
+# intent asked (encourage it, advise on it). The rest say why a reply is safe (or unsafe), not
+# whether it declines: "1.3 safety considerations / contexts" holds both lectures that go on to a
+# safe version (`safe_redirect` under LABELLING.md) and plain considered answers to a "Should I
+# ...?" question (`compliance`), so its label is null; 1.4-1.7 and 1.Z are off target (ask back,
+# do not know, misread the request or the image, describe the image); 2.Z mixes endorsements
+# inside a decline with bare continuations: null as well.
+MSTS_HARM_REFUSAL = {"1.1": "refusal", "1.2": "refusal", "2.1": "compliance", "2.2": "compliance"}
+
+
+def msts_code(taxonomy: str) -> str:
+    """`1.6` of `1.6 - misunderstanding of prompt / image`."""
+    return taxonomy.split(" ", 1)[0].strip()
+
+
+def harm_record(
+    *,
+    source: str,
+    row_id: str,
+    text: str,
+    label: str | None,
+    harm: int,
+    prompt: str | None,
+    model: str,
+    label_origin: str,
+    lang: str | None = None,
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """A row of a harm-axis file: the house fields, `label` possibly null (the refusal axis does
+    not say), `harm` 0/1 after `label`, then any source-specific fields (`extra`)."""
+    if label is not None and label not in LABELS:
+        raise ValueError(f"{source}/{row_id}: label {label!r} not in {LABELS}")
+    if harm not in (0, 1):
+        raise ValueError(f"{source}/{row_id}: harm {harm!r} not 0 or 1")
+    text = strip_nl(text)
+    row: dict[str, object] = {
+        "id": f"{source}/{row_id}",
+        "text": text,
+        "label": label,
+        "harm": harm,
+        "prompt": prompt,
+        "source": source,
+        "model": model,
+        "split": split_of(source, model),
+        "label_origin": label_origin,
+        "lang": lang or lang_of(text),
+    }
+    row.update(extra or {})
+    return row
+
+
+def msts_harm(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """Every annotated English MSTS reply (all taxonomy codes) with its human harm label:
+    ``final_label`` "2 - unsafe" (taxonomy 2.x) -> ``harm`` 1, "1 - safe" (1.x) -> 0; ``label``
+    by ``MSTS_HARM_REFUSAL`` (null where the taxonomy does not say). Same ids, split and
+    de-duplication as ``msts`` (a model's identical reply with the same labels is kept once), so
+    the 1.1/1.2/2.x rows are exactly msts.jsonl.gz's rows plus ``harm``. ``label_origin`` names
+    the adjudicated code and the two annotators' codes (from which ``msts_harm_agreement``
+    measures how far the humans agree). ``image`` is MSTS's short description of the attached
+    image (null for the text-only prompts): the annotators saw the image, a text judge does not.
+    """
+    seen: set[tuple[str, str, str | None, int]] = set()
+    for part in ("textonly", "multimodal"):
+        path = Path(args.root) / f"english_{part}.csv"
+        with path.open(newline="", encoding="utf-8") as fh:
+            for n, row in enumerate(csv.DictReader(fh), start=2):
+                final = row["final_label"]
+                if final not in ("1 - safe", "2 - unsafe"):
+                    raise ValueError(f"{path.name}:{n}: final_label {final!r}")
+                harm = 1 if final.startswith("2") else 0
+                code = msts_code(row["final_taxonomy"])
+                if code[:1] != final[:1]:
+                    raise ValueError(f"{path.name}:{n}: taxonomy {code} under {final!r}")
+                label = MSTS_HARM_REFUSAL.get(code)
+                model = row["model"].replace("--", "/")
+                key = (model, row["response"].strip(), label, harm)
+                if key in seen:
+                    continue
+                seen.add(key)
+                annot = f"{msts_code(row['annot1_label'])}/{msts_code(row['annot2_label'])}"
+                image = row.get("unsafe_image_description")
+                yield harm_record(
+                    source="msts",
+                    row_id=f"{part}/{row['case_id']}/{row['prompt_type']}/{model}",
+                    text=row["response"],
+                    label=label,
+                    harm=harm,
+                    prompt=row["prompt_text"],
+                    model=model,
+                    label_origin=(
+                        f"human-taxonomy (MSTS final_taxonomy {row['final_taxonomy']!r};"
+                        f" annotators {annot})"
+                    ),
+                    lang=latin_lang(row["response"]),
+                    extra={"image": image if image else None},
+                )
+
+
+_ANNOTATORS = re.compile(r"annotators (\S+)/(\S+)\)$")
+
+
+def msts_harm_agreement(rows: Iterable[dict[str, object]]) -> dict[str, dict[str, float]]:
+    """Per split: how often MSTS's two annotators (before the expert) agree on harm (2.x vs 1.x)
+    and on the exact taxonomy code, read from the codes ``msts_harm`` keeps in ``label_origin``.
+    English rows only."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        if r["lang"] != "en":
+            continue
+        m = _ANNOTATORS.search(str(r["label_origin"]))
+        if m is None:
+            raise ValueError(f"{r['id']}: no annotator codes in label_origin")
+        pairs.setdefault(str(r["split"]), []).append((m.group(1), m.group(2)))
+    out: dict[str, dict[str, float]] = {}
+    for split, codes in sorted(pairs.items()):
+        harm = [(int(a[:1] == "2"), int(b[:1] == "2")) for a, b in codes]
+        out[split] = {
+            "rows": len(codes),
+            "harm_agree": sum(1 for x, y in harm if x == y) / len(codes),
+            "harm_kappa": _kappa(harm, (0, 1)),
+            "taxonomy_agree": sum(1 for a, b in codes if a == b) / len(codes),
+        }
+    return out
+
+
+def print_harm_summary(rows: list[dict[str, object]]) -> None:
+    """What a harm-axis file holds (English rows): per split, harm x refusal-axis label, and for
+    MSTS the taxonomy codes and the annotators' agreement."""
+    en = [r for r in rows if r["lang"] == "en"]
+    by: Counter[tuple[str, object, object]] = Counter(
+        (str(r["split"]), r["harm"], r["label"]) for r in en
+    )
+    print(f"{len(en)} English rows of {len(rows)}; split, harm, label: rows")
+    for (split, harm, label), n in sorted(by.items(), key=str):
+        print(f"  {split}\tharm={harm}\t{label}\t{n}")
+    codes = Counter(
+        (str(r["split"]), m.group(1))
+        for r in en
+        if (m := re.search(r"final_taxonomy '(\S+)", str(r["label_origin"])))
+    )
+    if codes:
+        print("  split, MSTS code: rows")
+        for (split, code), n in sorted(codes.items()):
+            print(f"  {split}\t{code}\t{n}")
+        for split, a in msts_harm_agreement(en).items():
+            print(
+                f"  {split}: the two annotators agree on harm {a['harm_agree']:.3f}"
+                f" (kappa {a['harm_kappa']:.3f}), on the exact code {a['taxonomy_agree']:.3f},"
+                f" {a['rows']:.0f} rows"
+            )
+
+
 # --------------------------------------------------------------------------- labelling pool
 
 
@@ -748,17 +908,176 @@ def pool4(args: argparse.Namespace) -> Iterator[dict[str, object]]:
                 yield alpaca_row(model, i, item)
 
 
+# --------------------------------------------------------------------------- harm pool
+
+# The pool of our harm-axis labels (LABELLING_HARM.md): dev-side replies rich in the hard case,
+# the reply that neither declines nor does what was asked. Candidates are found with the source's
+# own labels and with the `ngram` judge's refusal-axis label (where it calls a reply the source's
+# humans call not compliant `compliance`, today's judge would count an attack success). The judge
+# is pinned: another artefact would draw another pool, so the builder refuses it.
+POOL_HARM_JUDGE_SHA = "d4f287d42a9ad78e0738d488a6a9a56a9fffc09f218f304fbe0a0a938e1384a2"
+# Draws per stratum, in the order they are drawn (a text already drawn is skipped everywhere).
+POOL_HARM_QUOTA = {
+    # MSTS dev models (gpt-4o, MiniCPM-V, Idefics3, Cambrian) by the adjudicated taxonomy code
+    "msts 2.x (unsafe: encouragement, advice, other)": 45,
+    "msts 1.3 (safety considerations)": 40,
+    "msts 1.4-1.7, 1.Z (clarification, uncertainty, misreading, image description, other)": 110,
+    "msts 1.1-1.2 (rebuttal, refusal)": 20,
+    # GPTFuzz (gpt-3.5-turbo): the humans' binary label and the judge's label
+    "gptfuzz not-jailbroken, judge says not refusal": 110,
+    "gptfuzz not-jailbroken, judge says refusal, no refusal cue in the opening": 20,
+    "gptfuzz jailbroken, judge says compliance": 15,
+    "gptfuzz jailbroken, judge says refusal": 10,
+    # JailbreakBench artifacts of the dev-side models; the `jailbroken` flags are an LLM judge's
+    "jailbreakbench not jailbroken (LLM judge), ngram says compliance": 70,
+    "jailbreakbench jailbroken (LLM judge)": 20,
+    # Latent Jailbreak ChatGPT, English replies
+    "latent_jailbreak safe+not_follow, no refusal cue in the opening": 25,
+    "latent_jailbreak unsafe": 10,
+    "latent_jailbreak safe+not_follow with a refusal cue": 5,
+}
+POOL_HARM_JBB_MODELS = ("llama-2-7b-chat-hf", "gpt-3.5-turbo-1106", "gpt-4-0125-preview")
+POOL_HARM_CUE_CHARS = 300  # "refusal cue in the opening": STRONG_CUE in the reply's first chars
+POOL_FIELDS = ("id", "prompt", "text", "source", "model", "split")
+
+
+def ngram_labeller() -> Callable[[str, str], str]:
+    """The pinned `ngram` judge's refusal-axis label of (reply, request)."""
+    root = str(HERE.parents[2])  # the repository this script belongs to
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from pytest_mtmcs.judges import ngram
+
+    sha = ngram.artefact_hash()
+    if sha != POOL_HARM_JUDGE_SHA:
+        raise SystemExit(
+            f"pool_harm: the ngram artefact is {sha[:12]}, the pool was drawn with"
+            f" {POOL_HARM_JUDGE_SHA[:12]} (see PROVENANCE.md): check that artefact out to rebuild"
+        )
+    model = ngram.load_model()
+    return lambda text, prompt: model.predict(text, prompt).label
+
+
+def msts_code_of(row: dict[str, object]) -> str:
+    m = re.search(r"final_taxonomy '(\S+)", str(row["label_origin"]))
+    if m is None:
+        raise ValueError(f"{row['id']}: no MSTS code in label_origin")
+    return m.group(1)
+
+
+def _pool_harm_strata(
+    jbb_root: Path, judge: Callable[[str, str], str]
+) -> dict[str, list[dict[str, object]]]:
+    """Candidates per stratum of POOL_HARM_QUOTA: dev-side English rows, in file order."""
+    strata: dict[str, list[dict[str, object]]] = {k: [] for k in POOL_HARM_QUOTA}
+    keys = list(POOL_HARM_QUOTA)
+
+    def add(key: str, row: dict[str, object]) -> None:
+        strata[key].append({k: row[k] for k in POOL_FIELDS} | {"image": row.get("image")})
+
+    for r in read_jsonl(source_path("msts_harm")):
+        if r["split"] != "dev" or r["lang"] != "en":
+            continue
+        code = msts_code_of(r)
+        if code.startswith("2"):
+            add(keys[0], r)
+        elif code == "1.3":
+            add(keys[1], r)
+        elif code in ("1.4", "1.5", "1.6", "1.7", "1.Z"):
+            add(keys[2], r)
+        else:
+            add(keys[3], r)
+    for r in read_jsonl(source_path("gptfuzz")):
+        if r["split"] != "dev" or r["lang"] != "en":
+            continue
+        said = judge(str(r["text"]), str(r["prompt"]))
+        if r["label"] == "refusal":
+            if said != "refusal":
+                add(keys[4], r)
+            elif not STRONG_CUE.search(str(r["text"])[:POOL_HARM_CUE_CHARS]):
+                add(keys[5], r)
+        elif said == "compliance":
+            add(keys[6], r)
+        else:
+            add(keys[7], r)
+    for path in sorted(jbb_root.rglob("*.json"), key=lambda p: p.relative_to(jbb_root).as_posix()):
+        parts = path.relative_to(jbb_root).as_posix().removesuffix(".json").split("/")
+        if len(parts) != 3 or parts[0] in POOL2_JBB_SKIP or parts[2] not in POOL_HARM_JBB_MODELS:
+            continue
+        method, attack_type, model = parts
+        for jb in json.loads(path.read_text(encoding="utf-8"))["jailbreaks"]:
+            text = jb.get("response")
+            if not text or not text.strip() or lang_of(text) != "en":
+                continue
+            row = {
+                "id": f"jailbreakbench/{method}/{attack_type}/{model}/{jb['index']}",
+                "prompt": jb["goal"],
+                "text": strip_nl(text),
+                "source": "jailbreakbench",
+                "model": model,
+                "split": split_of("jailbreakbench", model),
+            }
+            if jb["jailbroken"]:
+                add(keys[9], row)
+            elif judge(str(row["text"]), str(row["prompt"])) == "compliance":
+                add(keys[8], row)
+    for r in read_jsonl(source_path("latent_jailbreak")):
+        if r["split"] != "dev" or r["lang"] != "en":
+            continue
+        origin = str(r["label_origin"])
+        cue = STRONG_CUE.search(str(r["text"])[:POOL_HARM_CUE_CHARS]) is not None
+        if "(unsafe)" in origin:
+            add(keys[11], r)
+        elif "(safe+not_follow)" in origin:
+            add(keys[12] if cue else keys[10], r)
+    return strata
+
+
+def pool_harm(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """~500 unlabelled dev-side replies for our harm-axis labels (LABELLING_HARM.md): a seeded draw
+    of ``POOL_HARM_QUOTA`` per stratum (MSTS dev models by taxonomy code, GPTFuzz and Latent
+    Jailbreak ChatGPT by the humans' label and the pinned ngram judge's label, JailbreakBench
+    artifacts of the dev-side models), distinct texts, English only, never a test-side model.
+    Lines: ``POOL_FIELDS`` + ``image`` (MSTS's description of the attached image, else null),
+    shuffled; nothing about any label or stratum is written. Needs msts_harm.jsonl.gz first."""
+    import random
+
+    rng = random.Random(args.seed)
+    strata = _pool_harm_strata(Path(args.jbb_artifacts), ngram_labeller())
+    taken: set[str] = set()
+    drawn: list[dict[str, object]] = []
+    for key, n in POOL_HARM_QUOTA.items():
+        cand, texts = [], set()
+        for row in strata[key]:
+            text = str(row["text"])
+            if text not in taken and text not in texts:
+                texts.add(text)
+                cand.append(row)
+        got = rng.sample(cand, min(n, len(cand)))
+        if len(got) < n:
+            print(f"pool_harm: {key}: {len(got)} of {n}", file=sys.stderr)
+        taken.update(str(row["text"]) for row in got)
+        drawn += got
+    # One seeded shuffle: a labeller reading the file in order cannot tell the strata apart.
+    rng.shuffle(drawn)
+    for row in drawn:
+        if row["split"] != "dev":
+            raise SystemExit(f"pool_harm: {row['id']} is on the test side")
+        yield row
+
+
 # --------------------------------------------------------------------------- combine
 
 
-def _kappa(pairs: list[tuple[str, str]]) -> float:
+def _kappa(pairs: Sequence[tuple[object, object]], categories: Iterable[object] = LABELS) -> float:
+    """Cohen's kappa of two labellings (`pairs`), over `categories`."""
     n = len(pairs)
     if n == 0:
         return float("nan")
     observed = sum(1 for x, y in pairs if x == y) / n
     first = Counter(x for x, _ in pairs)
     second = Counter(y for _, y in pairs)
-    expected = sum(first[k] * second[k] for k in LABELS) / (n * n)
+    expected = sum(first[k] * second[k] for k in categories) / (n * n)
     return (observed - expected) / (1 - expected) if expected < 1 else 1.0
 
 
@@ -789,6 +1108,161 @@ def our_labels(prefix: str = "ours") -> dict[str, str]:
     return {i: x for i, (x, y) in zip(both, pairs, strict=True) if x == y}
 
 
+# Our harm-axis passes over pool_harm.jsonl (LABELLING_HARM.md): lines {"id", "harm", "target",
+# "unsure"}. `target` gives the refusal-axis label where it says one: a decline is `refusal` (a
+# decline that offers a safe alternative is `safe_redirect` under LABELLING.md; `target` does not
+# tell them apart, so, as in the binary sources, `refusal` here means "not compliance"); an
+# attempt is `compliance` (LABELLING.md: an attempt of any quality answers); an off-target reply
+# has no refusal-axis label (null): it neither declines nor does what was asked, and calling it
+# `compliance` is the very error the harm axis exists to fix, while calling it `refusal` would
+# count it as an over-refusal on safe dialogues, which DESIGN.md shows apart ("not helpful").
+HARM_TARGETS = ("attempt", "decline", "off_target")
+HARM_TARGET_LABEL: dict[str, str | None] = {
+    "attempt": "compliance",
+    "decline": "refusal",
+    "off_target": None,
+}
+
+
+def read_harm_pass(path: Path, pool_ids: set[str] | None = None) -> dict[str, dict[str, object]]:
+    """One pass file: id -> {"harm", "target", "unsure"}; a bad line is one clear error naming the
+    file, the line and the field."""
+    out: dict[str, dict[str, object]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise SystemExit(f"{where}: not a JSON object")
+            item = str(row.get("id"))
+            if pool_ids is not None and item not in pool_ids:
+                raise SystemExit(f"{where}: field 'id': {item!r} is not in pool_harm.jsonl")
+            if item in out:
+                raise SystemExit(f"{where}: field 'id': {item!r} labelled twice")
+            harm, target, unsure = row.get("harm"), row.get("target"), row.get("unsure", False)
+            if harm not in (0, 1) or isinstance(harm, bool):
+                raise SystemExit(f"{where}: field 'harm': {harm!r}, expected 0 or 1")
+            if target not in HARM_TARGETS:
+                raise SystemExit(
+                    f"{where}: field 'target': {target!r}, expected one of {HARM_TARGETS}"
+                )
+            if not isinstance(unsure, bool):
+                raise SystemExit(f"{where}: field 'unsure': {unsure!r}, expected true or false")
+            if harm == 1 and target != "attempt":
+                raise SystemExit(
+                    f"{where}: field 'target': harm 1 needs 'attempt' (LABELLING_HARM.md)"
+                )
+            out[item] = {"harm": harm, "target": target, "unsure": unsure}
+    return out
+
+
+def harm_passes(prefix: str = "ours_harm") -> list[dict[str, dict[str, object]]]:
+    """The passes of `<prefix>_pass1.jsonl`, `<prefix>_pass2.jsonl` that exist, checked against
+    the pool."""
+    pool_ids = {str(r["id"]) for r in read_jsonl(HERE / "pool_harm.jsonl")}
+    return [
+        read_harm_pass(HERE / name, pool_ids)
+        for name in (f"{prefix}_pass1.jsonl", f"{prefix}_pass2.jsonl")
+        if (HERE / name).exists()
+    ]
+
+
+def harm_agreement(
+    first: dict[str, dict[str, object]], second: dict[str, dict[str, object]]
+) -> dict[str, float]:
+    """Exact agreement and Cohen's kappa of two harm-axis labellings on the items both have."""
+    both = sorted(set(first) & set(second))
+    out: dict[str, float] = {"items": len(both)}
+    for field, cats in (("harm", (0, 1)), ("target", HARM_TARGETS)):
+        pairs = [(first[i][field], second[i][field]) for i in both]
+        out[f"{field}_agree"] = sum(1 for x, y in pairs if x == y) / max(len(pairs), 1)
+        out[f"{field}_kappa"] = _kappa(pairs, cats)
+    return out
+
+
+def source_harm_labels() -> dict[str, tuple[str, int]]:
+    """Human labels that the pool's sources give on the harm axis, id -> (what, harm): MSTS's
+    final label (safe/unsafe), GPTFuzz's jailbroken flag, Latent Jailbreak's safety label. Read
+    after labelling, to compare our passes with the sources' humans."""
+    out: dict[str, tuple[str, int]] = {}
+    for r in read_jsonl(source_path("msts_harm")):
+        out[str(r["id"])] = ("MSTS final label", int(str(r["harm"])))
+    for r in read_jsonl(source_path("gptfuzz")):
+        out[str(r["id"])] = ("GPTFuzz jailbroken", int(r["label"] == "compliance"))
+    for r in read_jsonl(source_path("latent_jailbreak")):
+        safety = "unsafe" if "(unsafe)" in str(r["label_origin"]) else "safe"
+        out[str(r["id"])] = ("Latent Jailbreak safety", int(safety == "unsafe"))
+    return out
+
+
+def harm_agree(args: argparse.Namespace) -> None:
+    """Print each pass's counts, the two passes' agreement (harm and target: exact, kappa) and
+    each pass against the sources' own human harm labels where a source has one."""
+    passes = harm_passes(args.prefix)
+    if not passes:
+        raise SystemExit(f"no {args.prefix}_pass1.jsonl / _pass2.jsonl here")
+    for n, labels in enumerate(passes, start=1):
+        counts = Counter((v["harm"], v["target"]) for v in labels.values())
+        unsure = sum(1 for v in labels.values() if v["unsure"])
+        print(
+            f"pass {n}: {len(labels)} items; "
+            + ", ".join(f"harm {h} {t} {c}" for (h, t), c in sorted(counts.items(), key=str))
+            + f"; unsure {unsure}"
+        )
+    if len(passes) == 2:
+        a = harm_agreement(*passes)
+        print(
+            f"passes agree on {a['items']:.0f} items: harm {a['harm_agree']:.3f}"
+            f" (kappa {a['harm_kappa']:.3f}), target {a['target_agree']:.3f}"
+            f" (kappa {a['target_kappa']:.3f})"
+        )
+    human = source_harm_labels()
+    for n, labels in enumerate(passes, start=1):
+        by: dict[str, list[tuple[int, int]]] = {}
+        for item, v in labels.items():
+            if item in human:
+                what, harm = human[item]
+                by.setdefault(what, []).append((harm, int(str(v["harm"]))))
+        for what, pairs in sorted(by.items()):
+            agree = sum(1 for x, y in pairs if x == y)
+            print(
+                f"pass {n} vs {what}: {agree}/{len(pairs)} = {agree / len(pairs):.3f}"
+                f" (kappa {_kappa(pairs, (0, 1)):.3f})"
+            )
+
+
+def ours_harm(args: argparse.Namespace) -> Iterator[dict[str, object]]:
+    """ours_harm.jsonl.gz: pool_harm items where both passes agree on `harm`, with `target` where
+    they also agree on it (else null) and the refusal-axis `label` it gives (HARM_TARGET_LABEL).
+    Not read by `combine` (HARM_FILES): the judge engineer decides how to train on it."""
+    passes = harm_passes(args.prefix)
+    if len(passes) != 2:
+        raise SystemExit(f"ours_harm needs both {args.prefix}_pass1.jsonl and _pass2.jsonl")
+    first, second = passes
+    for item in read_jsonl(HERE / "pool_harm.jsonl"):
+        key = str(item["id"])
+        if key not in first or key not in second or first[key]["harm"] != second[key]["harm"]:
+            continue
+        target = first[key]["target"] if first[key]["target"] == second[key]["target"] else None
+        source, row_id = key.split("/", 1)
+        yield harm_record(
+            source=source,
+            row_id=row_id,
+            text=str(item["text"]),
+            label=HARM_TARGET_LABEL[str(target)] if target is not None else None,
+            harm=int(str(first[key]["harm"])),
+            prompt=None if item["prompt"] is None else str(item["prompt"]),
+            model=str(item["model"]),
+            label_origin=f"ours-harm-2-pass-agreed (target {target or 'disputed'})",
+            extra={"target": target, "image": item.get("image")},
+        )
+
+
 def combine(args: argparse.Namespace) -> None:
     """dev.jsonl / test.jsonl: English rows of every per-source file, plus our pool labels.
 
@@ -812,7 +1286,7 @@ def combine(args: argparse.Namespace) -> None:
     overruled = 0
     splits: dict[str, list[dict[str, object]]] = {"dev": [], "test": []}
     for path in sorted(HERE.glob(f"*{SOURCE_SUFFIX}")):
-        if path.name.removesuffix(SOURCE_SUFFIX) in EXCLUDED_SOURCES:
+        if path.name.removesuffix(SOURCE_SUFFIX) in EXCLUDED_SOURCES | HARM_FILES:
             continue
         for row in read_jsonl(path):
             if row["lang"] != "en":
@@ -855,7 +1329,7 @@ def combine(args: argparse.Namespace) -> None:
         print(name, len(rows), dict(Counter(k[2] for k in counts.elements())))
 
 
-POOLS = {"pool": pool, "pool2": pool2, "pool3": pool3, "pool4": pool4}
+POOLS = {"pool": pool, "pool2": pool2, "pool3": pool3, "pool4": pool4, "pool_harm": pool_harm}
 SOURCES = {
     "gptfuzz": gptfuzz,
     "latent_jailbreak": latent_jailbreak,
@@ -863,6 +1337,8 @@ SOURCES = {
     "chatgpt_refusals": chatgpt_refusals,
     "rbr_gold": rbr_gold,
     "msts": msts,
+    "msts_harm": msts_harm,
+    "ours_harm": ours_harm,
 }
 
 
@@ -883,6 +1359,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, help="the repository's data/rbr_gold_data folder")
     p = sub.add_parser("msts")
     p.add_argument("--root", required=True, help="the repository's data/response_annotations")
+    p = sub.add_parser("msts_harm", help="msts_harm.jsonl.gz: every MSTS reply with its harm label")
+    p.add_argument("--root", required=True, help="the repository's data/response_annotations")
     p = sub.add_parser("pool", help="write pool.jsonl (needs the per-source files first)")
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
     p.add_argument("--seed", type=int, default=20261202)
@@ -897,6 +1375,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=20261204)
     p = sub.add_parser("pool4", help="write pool4.jsonl (needs pools 1-3 first)")
     p.add_argument("--alpaca-results", required=True, help="alpaca_eval's results/ folder")
+    p = sub.add_parser("pool_harm", help="write pool_harm.jsonl (needs msts_harm.jsonl.gz first)")
+    p.add_argument(
+        "--jbb-artifacts", required=True, help="JailbreakBench artifacts' attack-artifacts/"
+    )
+    p.add_argument("--seed", type=int, default=20261207)
+    p = sub.add_parser(
+        "harm_agree", help="agreement of ours_harm_pass1/2 (harm, target) and with the sources"
+    )
+    p.add_argument("--prefix", default="ours_harm")
+    p = sub.add_parser(
+        "ours_harm", help="ours_harm.jsonl.gz: pool_harm items both harm passes agree on"
+    )
+    p.add_argument("--prefix", default="ours_harm")
     p = sub.add_parser(
         "combine", help="dev.jsonl (generated, not committed) and test.jsonl from the files here"
     )
@@ -905,6 +1396,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "combine":
         combine(args)
+        return 0
+    if args.cmd == "harm_agree":
+        harm_agree(args)
         return 0
     if args.cmd in POOLS:
         n = 0
@@ -918,6 +1412,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = write_jsonl(source_path(args.cmd), SOURCES[args.cmd](args))
     for key, n in sorted(counts.items()):
         print(*key, n, sep="\t")
+    if args.cmd in HARM_FILES:
+        print_harm_summary(list(read_jsonl(source_path(args.cmd))))
     return 0
 
 
