@@ -6,7 +6,8 @@ from functools import cache
 import pytest
 
 from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
-from pytest_mtmcs.analysis.comparison import BucketComparison, Flip, compare_buckets, item_flips
+from pytest_mtmcs.analysis.comparison import BucketComparison, compare_buckets
+from pytest_mtmcs.analysis.flips import Flip, item_flips
 from pytest_mtmcs.analysis.metrics import Rate
 from pytest_mtmcs.analysis.stats import holm, mcnemar_exact
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
-from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.comparison import compare_buckets
+from pytest_mtmcs.analysis.flips import item_flips
 from pytest_mtmcs.cli.main import main as cli_main
 from pytest_mtmcs.outcome.report import (
     MAX_MD_FLIPS,

@@ -1,6 +1,6 @@
-"""This run against a stored baseline: paired tests per bucket and metric, and flipped dialogues.
+"""This run against a stored baseline: paired tests per bucket and metric (flips: `flips.py`).
 
-The comparison is paired: only units present on both sides count (see `metrics.units`), and each
+The comparison is paired: only units measured on both sides count (see `metrics.units`), and each
 (bucket, metric) gets McNemar's exact test on its discordant pairs. All tests of one comparison,
 the `all` rows included, form one Holm family, so the chance that a run identical in distribution
 to its baseline shows any regression at all stays at or below alpha.
@@ -117,63 +117,3 @@ def compare_buckets(
             )
         )
     return out
-
-
-@dataclass(frozen=True)
-class Flip:
-    id: str
-    bucket: str
-    before_verdict: str
-    after_verdict: str
-    before_labels: tuple[str, ...]
-    after_labels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Flips:
-    """Dialogues by outcome against the baseline, each list sorted by id.
-
-    `regressed`: ok in the baseline, not ok now; `fixed`: the reverse; `still_failing`: not ok on
-    both sides. Dialogues on one side only are listed by id, never dropped silently.
-    """
-
-    regressed: list[Flip]
-    fixed: list[Flip]
-    still_failing: list[Flip]
-    only_current: list[str]
-    only_baseline: list[str]
-
-
-def item_flips(
-    current: Iterable[DialogueResult], baseline: Iterable[DialogueResult], buckets: Buckets
-) -> Flips:
-    cur = {r.id: r for r in current}
-    base = {r.id: r for r in baseline}
-    regressed: list[Flip] = []
-    fixed: list[Flip] = []
-    still: list[Flip] = []
-    for rid in sorted(cur.keys() & base.keys()):
-        now, was = cur[rid], base[rid]
-        if now.ok and was.ok:
-            continue
-        flip = Flip(
-            rid,
-            buckets.bucket_of(now.user_turns),
-            was.verdict,
-            now.verdict,
-            was.turn_labels,
-            now.turn_labels,
-        )
-        if was.ok:
-            regressed.append(flip)
-        elif now.ok:
-            fixed.append(flip)
-        else:
-            still.append(flip)
-    return Flips(
-        regressed=regressed,
-        fixed=fixed,
-        still_failing=still,
-        only_current=sorted(cur.keys() - base.keys()),
-        only_baseline=sorted(base.keys() - cur.keys()),
-    )

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs import defaults
 from pytest_mtmcs.analysis.buckets import Buckets
-from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.comparison import compare_buckets
+from pytest_mtmcs.analysis.flips import item_flips
 from pytest_mtmcs.analysis.metrics import bucket_tables
 from pytest_mtmcs.analysis.thresholds import Threshold, evaluate_thresholds, parse_threshold
 from pytest_mtmcs.outcome.model import BaselineComparison, SuiteOutcome, run_header

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mtmcs.analysis.buckets import Buckets
-from pytest_mtmcs.analysis.comparison import BucketComparison, Flips
+from pytest_mtmcs.analysis.comparison import BucketComparison
+from pytest_mtmcs.analysis.flips import Flips
 from pytest_mtmcs.analysis.thresholds import ThresholdCheck
 from pytest_mtmcs.records import DialogueResult
 

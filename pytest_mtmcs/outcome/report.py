@@ -617,7 +617,8 @@ def compare_data(
     alpha: float,
 ) -> ReportData:
     """Builds the same outcome objects a run builds, from two loaded sides."""
-    from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+    from pytest_mtmcs.analysis.comparison import compare_buckets
+    from pytest_mtmcs.analysis.flips import item_flips
     from pytest_mtmcs.analysis.metrics import bucket_tables
     from pytest_mtmcs.baseline.store import mismatches
     from pytest_mtmcs.outcome.model import BaselineComparison, SuiteOutcome

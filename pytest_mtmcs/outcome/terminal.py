@@ -264,7 +264,8 @@ def format_benchmark_metrics(results: Sequence[DialogueResult]) -> list[str]:
         note = (
             "" if sm.complete else f" (lengths {sm.missing} missing: not comparable with the paper)"
         )
-        lines.append(f"SafeMT: Safety Index {sm.si:.3f}{note}")
+        si = "not measured (too many errored dialogues)" if sm.si is None else f"{sm.si:.3f}"
+        lines.append(f"SafeMT: Safety Index {si}{note}")
         lines += table(
             [
                 [str(k), str(rate.n), _f(rate.value), f"{sm.weights[k]:.3f}", str(sm.errors[k])]
