@@ -8,6 +8,7 @@ to its baseline shows any regression at all stays at or below alpha.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ class BucketComparison:
     be significant on its own, at the Holm family's first-step level alpha / m; None when no drop
     could. `underpowered`: the tolerated drop cannot be detected (mde is None or > max_drop); a
     summary should then show the MDE instead of a bare pass. `regressed`: the drop exceeds
-    max_drop and p_holm < alpha.
+    max_drop and p_holm < alpha. `inconclusive`: the drop exceeds max_drop but is not
+    significant: neither a pass nor a regression (a gate shows it as such). `level`: the Holm
+    family's first-step level the mde is computed at.
     """
 
     bucket: str
@@ -43,6 +46,19 @@ class BucketComparison:
     mde: float | None
     regressed: bool
     underpowered: bool
+    inconclusive: bool = False
+    level: float = 0.0
+
+    def pairs_needed(self) -> int | None:
+        """The fewest pairs at which the observed drop could be significant (all its discordant
+        pairs one way, at `level`); None when there is no drop."""
+        drop = 0.0 if self.delta is None else -self.delta
+        if drop <= 0 or self.level <= 0:
+            return None
+        b = 1
+        while mcnemar_exact(b, 0) >= self.level:
+            b += 1
+        return max(self.n_pairs, math.ceil(b / drop))
 
 
 def compare_buckets(
@@ -114,6 +130,8 @@ def compare_buckets(
                 # b - c is exactly base_ok - cur_ok over the shared units.
                 regressed=(b - c) / n > max_drop and adjusted[key] < alpha,
                 underpowered=mde is None or mde > max_drop,
+                inconclusive=(b - c) / n > max_drop and adjusted[key] >= alpha,
+                level=level,
             )
         )
     return out

@@ -71,3 +71,24 @@ class PartitionScheduling(EachScheduling):
                     node.send_runtest_some(list(pending))
                 node.shutdown()
             self._started.append(node)
+
+
+class XdistHooks:
+    """Controller hooks that exist only when pytest-xdist is installed."""
+
+    def __init__(self, controller: Any) -> None:
+        self.controller = controller
+
+    def pytest_xdist_make_scheduler(self, config: Any, log: Any) -> Any:
+        if config.getvalue("dist") != "load":
+            return None
+        return PartitionScheduling(config, log)
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if node.config.getvalue("dist") == "load":
+            node.workerinput["mtmcs_partition"] = True
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        out = getattr(node, "workeroutput", {}).get("mtmcs")
+        if out:
+            self.controller.worker_finished(out)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.analysis.buckets import ALL, DEFAULT, Buckets
+from pytest_mtmcs.analysis.flips import flip_of
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, bucket_rows
 from pytest_mtmcs.records import Dialogue, DialogueResult, QuestionResult, ReplyResult
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from pytest_mtmcs.baseline.store import BaselineSet
     from pytest_mtmcs.outcome.model import SuiteOutcome
     from pytest_mtmcs.outcome.shards import Shard
+    from pytest_mtmcs.outcome.verdict import GateVerdict
 
 REPORT_SCHEMA = 1
 # One row per dialogue, in this order; `baseline_<name>_verdict` columns follow `flip`.
@@ -62,29 +64,18 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "latency_s",
     "error",
 )
-FLIP_VALUES: tuple[str, ...] = ("regressed", "fixed", "still_failing", "same", "new", "error")
 # Lists in summary.md are capped so the file fits a PR comment (GitHub allows 65,536 chars).
 MAX_MD_FLIPS = 15
 MAX_MD_FAILURES = 20
+MDE_LEGEND = (
+    "_mde: minimum detectable drop: the smallest drop in a cell that could be significant at "
+    "this size (Holm-corrected); a cell whose mde exceeds the tolerated drop cannot show a drop "
+    "of that size, so its pass is weak._"
+)
 
 
 def baseline_column(name: str) -> str:
     return f"baseline_{name}_verdict"
-
-
-def flip_status(result: DialogueResult, before: DialogueResult | None) -> str:
-    """The same words as the JUnit property `mtmcs_flip` (see `MtmcsSession.flip_status`)."""
-    if result.verdict == "error":
-        return "error"
-    if before is None:
-        return "new"
-    if before.ok and not result.ok:
-        return "regressed"
-    if not before.ok and result.ok:
-        return "fixed"
-    if not before.ok and not result.ok:
-        return "still_failing"
-    return "same"
 
 
 @dataclass
@@ -99,6 +90,9 @@ class ReportData:
     # suite -> dialogue id -> Dialogue, when the suite could be loaded (user text in transcripts)
     dialogues: dict[str, dict[str, Dialogue]] = field(default_factory=dict)
     title: str = "pytest-mtmcs report"
+    # The gate's verdict: the first heading of summary.md says it (None: no gate, e.g. compare
+    # without thresholds still has one; only a bare render has none).
+    verdict: GateVerdict | None = None
     current_name: str = "this run"
     notes: list[str] = field(default_factory=list)
     # suite -> dialogue id -> ready transcripts.jsonl lines (a merge copies the shards' lines)
@@ -124,6 +118,8 @@ def result_rows(data: ReportData) -> list[dict[str, Any]]:
             n: {r.id: r for r in data.baseline_results.get((s.suite, n), ())} for n in names
         }
         primary = base_by_name[names[0]] if names else {}
+        first = s.baselines[0] if s.baselines else None
+        compared = first is None or not first.refused
         memo: dict[int, str] = {}
         for r in s.results:
             bucket = memo.get(r.user_turns)
@@ -149,7 +145,7 @@ def result_rows(data: ReportData) -> list[dict[str, Any]]:
                 "intent_total": r.intent_total,
                 "intent_bits": "".join("1" if q.correct else "0" for q in r.questions),
                 "unparsed": r.unparsed,
-                "flip": flip_status(r, primary.get(r.id)) if names else "new",
+                "flip": flip_of(r, primary.get(r.id), compared=compared),
                 "cache_hits": r.cache_hits,
                 "latency_s": r.latency_s,
                 "error": r.error,
@@ -300,7 +296,12 @@ def md_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
 
 
 def summary_markdown(data: ReportData) -> str:
-    lines = [f"## {data.title}", ""]
+    heading = data.verdict.heading() if data.verdict is not None else f"## {data.title}"
+    lines = [heading, ""]
+    if data.verdict is not None:
+        lines += [f"**{data.verdict.line()}**", ""]
+        if data.title != "pytest-mtmcs report":
+            lines += [f"_{data.title}_", ""]
     info = data.info
     judge = info.get("judge") or {}
     lines.append(
@@ -316,8 +317,9 @@ def summary_markdown(data: ReportData) -> str:
     lines += ["", summary_line(info)]
     lines.extend(f"> {n}" for n in data.notes)
     for s in data.suites:
-        failed = bool(s.failures)
-        lines += ["", f"### {'❌' if failed else '✅'} {s.suite} ({len(s.results)} dialogues)", ""]
+        mark = "❌" if s.failures else "⚠️" if s.inconclusive else "✅"
+        word = " (inconclusive cells)" if s.inconclusive and not s.failures else ""
+        lines += ["", f"### {mark} {s.suite} ({len(s.results)} dialogues){word}", ""]
         rows, base = bucket_rows(s)
         lines += md_table(rows, [h.format(base=base) for h in BUCKET_HEADER])
         errors = s.table[(ALL, ALL)]["errors"].k
@@ -328,6 +330,11 @@ def summary_markdown(data: ReportData) -> str:
             lines += [f"- {f}" for f in s.failures[:MAX_MD_FAILURES]]
             if len(s.failures) > MAX_MD_FAILURES:
                 lines.append(f"- ... and {len(s.failures) - MAX_MD_FAILURES} more")
+        if s.inconclusive:
+            lines += ["", "**Inconclusive cells** (⚠️ neither a pass nor a regression):", ""]
+            lines += [f"- {c}" for c in s.inconclusive[:MAX_MD_FAILURES]]
+        if any(c.underpowered for b in s.baselines for c in b.comparisons):
+            lines += ["", MDE_LEGEND]
         for b in s.baselines:
             lines.append("")
             if not b.found:
@@ -339,11 +346,7 @@ def summary_markdown(data: ReportData) -> str:
             if b.flips is None:
                 continue
             fl = b.flips
-            lines.append(
-                f"**against `{b.name}`:** {len(fl.regressed)} regressed, {len(fl.fixed)} fixed, "
-                f"{len(fl.still_failing)} still failing, {len(fl.only_current)} new, "
-                f"{len(fl.only_baseline)} missing from this run"
-            )
+            lines.append(f"**against `{b.name}`:** {fl.counts_text()}")
             for title, group in (("regressed", fl.regressed), ("fixed", fl.fixed)):
                 if not group:
                     continue
@@ -389,6 +392,7 @@ def write_report(
     suites: list[SuiteOutcome],
     info: dict[str, Any],
     baselines: BaselineSet | None,
+    verdict: GateVerdict | None = None,
     *,
     dialogues: Callable[[str], Mapping[str, Dialogue]] | None = None,
     transcripts: Callable[[str], Mapping[str, Sequence[str]]] | None = None,
@@ -406,6 +410,7 @@ def write_report(
         suites=list(suites),
         info=dict(info),
         current_name=f"this run ({model})" if model else "this run",
+        verdict=verdict,
     )
     if shard is not None:
         from pytest_mtmcs.outcome.terminal import shard_note
@@ -448,13 +453,40 @@ def write_files(out: Path, data: ReportData, *, tables: bool = True) -> None:
             out / "run.json",
             json.dumps(run_json(data), indent=2, sort_keys=True, default=_json_default) + "\n",
         )
-    md = summary_markdown(data)
+    _write_summary(out, summary_markdown(data))
+    _write_text(out / "report.html", render_html(data))
+
+
+def _write_summary(out: Path, md: str) -> None:
+    """summary.md, also appended to the CI step summary (`$GITHUB_STEP_SUMMARY`) when set."""
     _write_text(out / "summary.md", md)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as fh:
             fh.write(md + "\n")
-    _write_text(out / "report.html", render_html(data))
+
+
+def write_not_run_summary(
+    dir: str | os.PathLike[str], verdict: GateVerdict, info: dict[str, Any]
+) -> None:
+    """summary.md of a run whose gate did not run: its heading and why. An earlier run's green
+    summary must not stand in the folder (the other files there are left as they were)."""
+    out = Path(dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = info.get("model")
+    lines = [verdict.heading(), "", f"**{verdict.line()}**", ""]
+    if model:
+        lines += [f"model `{model}`", ""]
+    lines += [line for line in verdict.explain()]
+    others = sorted(
+        p.name for p in out.iterdir() if p.name != "summary.md" and not p.name.startswith(".")
+    )
+    if others:
+        lines += [
+            "",
+            f"The other files in this folder ({', '.join(others)}) are from an earlier run.",
+        ]
+    _write_summary(out, "\n".join(lines) + "\n")
 
 
 def run_json(data: ReportData) -> dict[str, Any]:
