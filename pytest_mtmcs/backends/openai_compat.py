@@ -16,11 +16,11 @@ by others. Our own HTTP/1.1 client before it cost less CPU but refused every pro
 our own was code to keep correct forever. We use one endpoint (`POST /chat/completions`, plus
 `GET /models` for the fingerprint), and the client's CPU per request decides how many turns one
 core can feed a fast server: measured side by side (`benchmarks/bench_http.py`, figures in
-`benchmarks/RESULTS.md`), this backend costs 0.16 / 0.40 ms of client CPU per text / image
-request at 256 in flight (our own client 0.08 / 0.16 ms; budget 1 ms), so one core feeds
+`benchmarks/RESULTS.md`), this backend costs 0.16 / 0.34 ms of client CPU per text / image
+request at 256 in flight (our own client 0.10 / 0.18 ms; budget 1 ms), so one core feeds
 thousands of requests a second, far more than one vision-language model replica serves; httpx
 and the `openai` SDK cost several times more. A whole `openai:` run of 4,096 dialogues costs
-2.4x the CPU of the same run on `scripted:` (goal <= 3x; `benchmarks/bench_openai_run.py`).
+2.35x the CPU of the same run on `scripted:` (goal <= 3x; `benchmarks/bench_openai_run.py`).
 
 Concurrency: asyncio on an event loop that the backend owns in a daemon thread; `generate` submits
 the whole call to it and blocks until every request has an answer. A semaphore on that loop holds
