@@ -226,6 +226,10 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        # The loop's HTTP session, held here too: reachable from the running thread, it is never
+        # collected in the same pass as a backend dropped without close(), so that the backend's
+        # finalizer can still close it (see `discard`).
+        self.transport: Transport | None = None
         self._thread = threading.Thread(target=self._run, name="mtmcs-openai-loop", daemon=True)
         self._thread.start()
 
@@ -248,9 +252,10 @@ class _LoopThread:
         if not self._thread.is_alive():
             self.loop.close()
 
-    def discard(self, transport: Transport | None) -> None:
-        """Closes `transport`, then stops the loop, without waiting: for a backend dropped
+    def discard(self) -> None:
+        """Closes the transport, then stops the loop, without waiting: for a backend dropped
         without `close()` (this may run on any thread, the loop's own included)."""
+        transport, self.transport = self.transport, None
 
         async def shutdown() -> None:
             try:
@@ -377,6 +382,7 @@ class OpenAICompatBackend:
             return
         replicas, self._replicas, self._sem = self._replicas, None, None
         transport, self._transport = self._transport, None
+        loop.transport = None
         if replicas is not None:
             for r in replicas.replicas:
                 if r.trips:
@@ -393,7 +399,7 @@ class OpenAICompatBackend:
         # aiohttp reports an unclosed session on stderr).
         loop = self.__dict__.get("_loop")
         if loop is not None:
-            loop.discard(self.__dict__.get("_transport"))
+            loop.discard()
 
     def __enter__(self) -> OpenAICompatBackend:
         return self
@@ -521,6 +527,8 @@ class OpenAICompatBackend:
                 secret_headers=self._secret_headers(),
                 timeout_s=self.timeout_s,
             )
+            if self._loop is not None:
+                self._loop.transport = self._transport
         return self._transport
 
     def _ensure_replicas(self) -> tuple[ReplicaSet[Endpoint], asyncio.Semaphore]:
