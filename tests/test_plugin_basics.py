@@ -28,7 +28,7 @@ def test_help_is_fast_and_imports_no_model_library(tmp_path):
     code = (
         "import sys, pytest\n"
         "rc = pytest.main(['--help', '-p', 'no:cacheprovider'])\n"
-        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'httpx', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'aiohttp', 'PIL') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     # From an empty folder: the plugin alone, not this repository's test conftest.
