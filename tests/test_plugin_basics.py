@@ -269,7 +269,7 @@ def pytest_runtest_setup(item):
 def test_the_collector_runs_rarely_while_dialogues_run_and_is_restored_after(pytester, suite):
     import gc
 
-    from pytest_mtmcs.harness.session import RUN_GC_THRESHOLDS
+    from pytest_mtmcs.harness.execution import RUN_GC_THRESHOLDS
 
     before = gc.get_threshold()
     pytester.makeconftest(_RECORD_THRESHOLDS)

@@ -77,7 +77,7 @@ def test_trust_remote_code_only_with_its_option(pytester):
     assert set(users) <= {
         "backends/__init__.py",
         "backends/hf.py",
-        "harness/session.py",
+        "harness/settings.py",
         "harness/options.py",
     }, users
     result = pytester.runpytest("--help")

@@ -76,10 +76,22 @@ class RunController:
         finished = len(self.results)
         total = max(selected, finished)
         usage = self.config.stash.get(USAGE_ERROR_KEY, None)
+        if usage is None:
+            usage = next(
+                (o["mtmcs_usage_error"] for o in self.worker_outputs if o.get("mtmcs_usage_error")),
+                None,
+            )
         stop = self.config.stash.get(INTERRUPT_KEY, None)
         early = session.shouldfail or session.shouldstop
         if usage is not None or exitstatus == pytest.ExitCode.USAGE_ERROR:
-            self._not_run(not_run("usage error", usage or "see the error below"), run)
+            self._not_run(
+                not_run(
+                    "usage error", usage or "see the error below", title="NOT STARTED (usage error)"
+                ),
+                run,
+            )
+            # From an xdist worker the run ended with no tests: the exit code says why.
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
         if stop is not None and stop.startswith(("Ctrl-C", "SIGTERM", "SIGINT")):
             self._not_run(
@@ -87,6 +99,7 @@ class RunController:
                     f"interrupted ({stop})",
                     f"{finished} of {total or finished} dialogues finished",
                     resumable=True,
+                    title=f"INTERRUPTED ({stop})",
                 ),
                 run,
             )
@@ -101,6 +114,7 @@ class RunController:
                     "partial run",
                     f"stopped early ({why}): {finished} of {total or finished} dialogues",
                     failed=True,
+                    title="STOPPED EARLY",
                 ),
                 run,
             )
@@ -124,7 +138,9 @@ class RunController:
                 Sources(dialogues=self.suites.dialogues_of, judge=lambda: self.resources.judge),
             )
         if failed.error is not None:  # a full disk, a report folder gone: said, failed
-            self.verdict = not_run("end of run failed", failed.error, failed=True)
+            self.verdict = not_run(
+                "end of run failed", failed.error, failed=True, title="END OF RUN FAILED"
+            )
             self.summary_lines = [
                 f"END OF RUN FAILED: {failed.error}",
                 "The dialogues' own outcomes above stand; the gate, the report and any baseline "

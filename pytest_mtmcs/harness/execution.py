@@ -20,8 +20,10 @@ import pytest
 from pytest_mtmcs.analysis.flips import flip_of
 from pytest_mtmcs.baseline.comparable import PrimaryBaseline
 from pytest_mtmcs.baseline.store import BaselineSet
+from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.harness.interrupts import usage_error
 from pytest_mtmcs.harness.items import DIALOGUE_KEY, DialogueItem
-from pytest_mtmcs.harness.preflight import building
+from pytest_mtmcs.harness.preflight import building, check_collected
 from pytest_mtmcs.harness.resources import Resources
 from pytest_mtmcs.harness.settings import Settings
 from pytest_mtmcs.harness.suites import SuiteStore
@@ -49,6 +51,8 @@ class DialogueRunner:
         self.done: dict[str, DialogueResult] = {}
         # This process's shard split (outcome.shards.split_items), sent on in run_info.
         self.shard_info: dict[str, Any] = {}
+        # Dialogue tests selected to run, per suite (after -k/-m deselection and sharding).
+        self.selected: dict[str, int] = {}
         self._share: list[DialogueItem] | None = None
         self._share_pos: dict[str, int] = {}
         self._engines: dict[GenerationSettings, Any] = {}
@@ -79,16 +83,33 @@ class DialogueRunner:
         )
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        """After -k/-m deselection: checks what the run needs before anything runs (a usage
+        error, exit code 4), then records the items this process will run."""
+        dialogues = [i for i in items if isinstance(i, DialogueItem)]
+        if dialogues and not self.settings.collect_only and not config.option.showfixtures:
+            try:
+                check_collected(self, dialogues)
+            except MtmcsError as exc:
+                if not self.settings.is_worker:
+                    raise usage_error(config, str(exc)) from None
+                # An xdist worker cannot stop the run with a usage error (xdist reports an
+                # internal error): it collects nothing and tells the controller, which ends the
+                # run with the message and pytest's usage exit code.
+                config.workeroutput["mtmcs_usage_error"] = str(exc)  # type: ignore[attr-defined]
+                config.hook.pytest_deselected(items=list(items))
+                items[:] = []
+                dialogues = []
         self.items = list(items)
+        self.selected = {}
+        for it in dialogues:
+            suite = it.stash[DIALOGUE_KEY].suite
+            self.selected[suite] = self.selected.get(suite, 0) + 1
         if self.shard_info:
-            selected: dict[str, int] = {}
-            for it in items:
-                if isinstance(it, DialogueItem):
-                    suite = it.stash[DIALOGUE_KEY].suite
-                    selected[suite] = selected.get(suite, 0) + 1
-            self.shard_info["selected"] = selected
-        if any(isinstance(i, DialogueItem) for i in items) and not self.settings.collect_only:
+            self.shard_info["selected"] = dict(self.selected)
+        if dialogues and not self.settings.collect_only:
             # The collected dialogues (turns, images' paths, items) live to the end of the run:
             # move them out of the cyclic collector's reach, or every full collection during the
             # run walks all of them (about a third of the engine's CPU on 30,080 dialogues).
@@ -135,6 +156,13 @@ class DialogueRunner:
             min_interval_s=0.0 if mode == "on" else 5.0,
             enabled=mode == "on" or (mode == "auto" and not self.settings.quiet),
         )
+
+    def build(self) -> None:
+        """Builds the model backend and the judge (and opens the cache) before any dialogue
+        runs; raises the MtmcsError that says what cannot be built."""
+        r = self.resources
+        r.backend  # noqa: B018
+        r.judge  # noqa: B018
 
     def engine_for(self, settings: GenerationSettings) -> Any:
         engine = self._engines.get(settings)
@@ -227,6 +255,7 @@ class DialogueRunner:
         info: dict[str, Any] = {
             "suites": {k: v.as_dict() for k, v in self.suites.meta.items()},
             "model": self.settings.model,
+            "selected": dict(self.selected),
         }
         if self.shard_info:
             info["shard"] = self.shard_info

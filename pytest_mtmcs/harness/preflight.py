@@ -128,6 +128,42 @@ def check_baselines(settings: Settings, baselines: BaselineSet, suites: list[str
                 )
 
 
+def check_collected(runner: Any, dialogues: list[Any]) -> None:
+    """Once the dialogues to run are known (after -k/-m deselection): a model is set, buckets
+    and thresholds fit each suite, the outputs and baselines are usable, and the model and judge
+    build (a model folder that does not exist, an unknown tiny: name, a judge that cannot be
+    built). Raises the MtmcsError that says what is wrong; nothing has run yet."""
+    from pytest_mtmcs.analysis.buckets import Buckets
+    from pytest_mtmcs.analysis.thresholds import thresholds_for, validate_thresholds
+    from pytest_mtmcs.harness.items import DIALOGUE_KEY
+
+    settings, store = runner.settings, runner.suites
+    if not settings.model:
+        raise ConfigError(
+            "dialogues were collected but no model is set: pass --mtmcs-model=SPEC (e.g. "
+            "tiny:qwen2.5-vl, hf:PATH, openai:MODEL) or set mtmcs_model in "
+            "[tool.pytest.ini_options]; or deselect them (-m 'not mtmcs') to run only the "
+            "other tests"
+        )
+    for name, meta in store.meta.items():
+        try:
+            validate_thresholds(
+                thresholds_for(settings.thresholds, settings.threshold_origin, meta.as_dict()),
+                Buckets.parse(store.bucket_spec(name)),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"suite {name}: {exc}") from None
+    suites = sorted({i.stash[DIALOGUE_KEY].suite for i in dialogues})
+    check_before_running(
+        settings,
+        runner.primary.baselines,
+        runner.resources,
+        suites,
+        writes_report=not settings.is_worker,
+    )
+    runner.build()
+
+
 @contextmanager
 def building(config: pytest.Config, item: Any) -> Iterator[None]:
     """Around building the backend and judge at the first dialogue: a failure (a model folder

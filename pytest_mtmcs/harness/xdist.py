@@ -89,6 +89,9 @@ class XdistHooks:
             node.workerinput["mtmcs_partition"] = True
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        out = getattr(node, "workeroutput", {}).get("mtmcs")
+        output = getattr(node, "workeroutput", {})
+        out = dict(output.get("mtmcs") or {})
+        if output.get("mtmcs_usage_error"):
+            out["mtmcs_usage_error"] = output["mtmcs_usage_error"]
         if out:
             self.controller.worker_finished(out)

@@ -100,18 +100,9 @@ def aggregate_suite(
         bc.flips = item_flips(results, base_results, buckets)
         if gating:
             checked.append(f"no significant drop beyond {options.max_drop:g} against {bname}")
-            for c in bc.comparisons:
-                if c.bucket == ALL:
-                    continue
-                if c.regressed:
-                    failures.append(
-                        f"{c.bucket} {c.metric} regressed against {bname}: "
-                        f"{c.base.value:.3f} -> {c.current.value:.3f} "
-                        f"(drop {-(c.delta or 0):.3f} > {options.max_drop}, "
-                        f"p_holm={c.p_holm:.3g})"
-                    )
-                elif c.inconclusive:
-                    inconclusive.append(inconclusive_sentence(c, bname, options.max_drop))
+            bad, unsure = judge_cells(bc.comparisons, bname, options.max_drop)
+            failures += bad
+            inconclusive += unsure
         comps.append(bc)
     if options.guard:
         notes.append(guard_interventions(name, results, buckets))
@@ -131,6 +122,26 @@ def aggregate_suite(
         checked=checked,
         notes=notes,
     )
+
+
+def judge_cells(
+    comparisons: list[BucketComparison], baseline: str, max_drop: float
+) -> tuple[list[str], list[str]]:
+    """(regressions, inconclusive cells) among a comparison's turn-bucket cells, one line each;
+    the `all` rows are tested (they are in the Holm family) but not gated."""
+    regressed = [
+        f"{c.bucket} {c.metric} regressed against {baseline}: "
+        f"{c.base.value:.3f} -> {c.current.value:.3f} "
+        f"(drop {-(c.delta or 0):.3f} > {max_drop}, p_holm={c.p_holm:.3g})"
+        for c in comparisons
+        if c.regressed and c.bucket != ALL
+    ]
+    unsure = [
+        inconclusive_sentence(c, baseline, max_drop)
+        for c in comparisons
+        if c.inconclusive and c.bucket != ALL
+    ]
+    return regressed, unsure
 
 
 def inconclusive_sentence(c: BucketComparison, baseline: str, max_drop: float) -> str:

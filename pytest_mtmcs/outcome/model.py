@@ -5,6 +5,7 @@ this module depends on none of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pytest_mtmcs.analysis.flips import Flips
 from pytest_mtmcs.analysis.thresholds import ThresholdCheck
 from pytest_mtmcs.outcome.shards import Shard
 from pytest_mtmcs.outcome.verdict import GateVerdict
-from pytest_mtmcs.records import DialogueResult
+from pytest_mtmcs.records import Dialogue, DialogueResult
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,35 @@ class RunOutcome:
     def exit_status(self) -> int:
         """0 when the gate passed (inconclusive cells warn), 1 when it failed (outcome.verdict)."""
         return self.verdict.exit_status
+
+
+@dataclass
+class ReportData:
+    """Everything the Markdown and HTML renderers read: the outcomes plus the baselines' own
+    results (the plots show each checkpoint's rates, not just the paired comparison)."""
+
+    suites: list[SuiteOutcome]
+    info: dict[str, Any]
+    # (suite, baseline name) -> that baseline's stored results for the suite
+    baseline_results: dict[tuple[str, str], list[DialogueResult]] = field(default_factory=dict)
+    # suite -> dialogue id -> Dialogue, when the suite could be loaded (user text in transcripts)
+    dialogues: dict[str, dict[str, Dialogue]] = field(default_factory=dict)
+    title: str = "pytest-mtmcs report"
+    # The gate's verdict: the first heading of summary.md says it (None: no gate, e.g. compare
+    # without thresholds still has one; only a bare render has none).
+    verdict: GateVerdict | None = None
+    current_name: str = "this run"
+    notes: list[str] = field(default_factory=list)
+    # suite -> dialogue id -> ready transcripts.jsonl lines (a merge copies the shards' lines)
+    transcripts: dict[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+
+    def baseline_names(self) -> list[str]:
+        names: list[str] = []
+        for s in self.suites:
+            for b in s.baselines:
+                if b.name not in names:
+                    names.append(b.name)
+        return names
 
 
 def run_header(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:

@@ -40,6 +40,8 @@ class GateVerdict:
     # not_run only: a re-run of the same command resumes (finished turns are cached).
     resumable: bool = False
     detail: str = ""
+    # not_run only: the terminal's headline word for it ("NOT STARTED (usage error)").
+    title: str = ""
 
     @property
     def failed(self) -> bool:
@@ -80,7 +82,11 @@ class GateVerdict:
         """Terminal lines of a gate that did not run."""
         if self.status != "not_run":
             return []
-        lines = [f"run {self.reasons[0].upper() if self.reasons else 'NOT RUN'}: {self.detail}"]
+        reason = self.reasons[0] if self.reasons else "not run"
+        lines = [f"run {self.title or reason.upper()}: {self.detail}"]
+        if reason == "usage error":
+            lines.append("Nothing ran: fix what the message names and re-run.")
+            return lines
         lines.append(
             "No baseline written, no gate: the numbers of a run that did not finish mean nothing."
         )
@@ -96,12 +102,23 @@ def _cells(n: int) -> str:
 
 
 def not_run(
-    reason: str, detail: str = "", *, failed: bool = True, resumable: bool = False
+    reason: str,
+    detail: str = "",
+    *,
+    failed: bool = True,
+    resumable: bool = False,
+    title: str = "",
 ) -> GateVerdict:
     """A gate that could not run: `reason` leads the line ("usage error", "interrupted
-    (SIGTERM)", "partial run"), `detail` says what happened."""
+    (SIGTERM)", "partial run"), `detail` says what happened, `title` heads the terminal's
+    explanation (default: the reason in capitals)."""
     return GateVerdict(
-        "not_run", (reason,), not_run_fails=failed, resumable=resumable, detail=detail
+        "not_run",
+        (reason,),
+        not_run_fails=failed,
+        resumable=resumable,
+        detail=detail,
+        title=title,
     )
 
 
