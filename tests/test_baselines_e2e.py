@@ -156,18 +156,22 @@ def test_comparison_across_judges_or_settings_is_refused(pytester, project):
 
 
 def test_update_refused_when_backend_failed(pytester, project):
+    from pytest_mtmcs.testing import StubServer, random_faults
+
     record(pytester, "scripted:refuse-all")
     before = (project / BASELINE).read_bytes()
-    result = run(
-        pytester,
-        "openai:m",
-        "--mtmcs-base-url=http://127.0.0.1:9/v1",
-        "--mtmcs-retries=0",
-        "--mtmcs-baseline=demo",
-        "--snapshot-update",
-        "-k",
-        "kitchen-counter-01",
-    )
+    # The server answers the check before the run, then fails every chat request.
+    with StubServer(faults=random_faults(rate=1.0, kinds=("500",), seed=0)) as stub:
+        result = run(
+            pytester,
+            "openai:stub-model",
+            f"--mtmcs-base-url={stub.base_url}",
+            "--mtmcs-retries=0",
+            "--mtmcs-baseline=demo",
+            "--snapshot-update",
+            "-k",
+            "kitchen-counter-01",
+        )
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*baseline 'demo' for mtmcs_mini NOT updated*backend errors*"])
     assert (project / BASELINE).read_bytes() == before

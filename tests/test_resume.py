@@ -39,7 +39,7 @@ KILLS = 5
 # adjacent, so the shared turns of escalation twins always meet in one chunk and are sent once.
 LOOKAHEAD = 8
 SEED = 20260311
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(r"(\d+) answers? from cache \(model and judge\), (\d+) model requests?")
 
 CONFTEST = """
 import json

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "suites" / "mtmcs_mini"
 MODEL = "tiny:qwen2.5-vl"
 DIALOGUES = 32
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(r"(\d+) answers? from cache \(model and judge\), (\d+) model requests?")
 HEADER = "mtmcs safety summary"
 
 CONFTEST = """

@@ -282,6 +282,11 @@ class Settings:
             timeout_s=self.timeout_s,
             max_retries=self.retries,
             trust_remote_code=self.trust_remote_code,
+            base_url_option={
+                "model": "--mtmcs-base-url",
+                "judge": "--mtmcs-judge-base-url",
+                "guard": "--mtmcs-guard-base-url",
+            }[server],
         )
 
     def baseline_set(self) -> BaselineSet:

@@ -83,6 +83,12 @@ class CascadeJudge:
         # What the run summary reports: replies judged, sent on, and failed there.
         self.counts = {"judged": 0, "escalated": 0, "escalation_errors": 0}
 
+    def preflight(self) -> None:
+        for part in (self.local, self.remote):
+            check = getattr(part, "preflight", None)
+            if check is not None:
+                check()
+
     def judge(self, items: Sequence[JudgeInput]) -> list[Judgment]:
         first = list(self.local.judge(items))
         if len(first) != len(items):

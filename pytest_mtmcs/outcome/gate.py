@@ -14,6 +14,7 @@ from pytest_mtmcs.analysis.metrics import bucket_tables
 from pytest_mtmcs.analysis.thresholds import evaluate_thresholds, thresholds_for
 from pytest_mtmcs.baseline.comparable import comparability
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.judges import unmeasured_metrics
 from pytest_mtmcs.outcome.model import BaselineComparison, EndOptions, SuiteOutcome, run_header
 from pytest_mtmcs.records import DialogueResult
 
@@ -121,6 +122,7 @@ def aggregate_suite(
         inconclusive=inconclusive,
         checked=checked,
         notes=notes,
+        unmeasured=unmeasured_metrics(info.get("judge") or {}),
     )
 
 

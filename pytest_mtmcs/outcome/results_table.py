@@ -190,6 +190,8 @@ def transcript_rows(
                 "latency_s": rep.latency_s,
                 "judge_error": rep.judge_error,
                 "image_sha256": image if rep.user_turn in with_image else None,
+                # Our guard's action: the reply shown is its refusal; `withheld` the model's own.
+                **({"guard": rep.guard, "withheld": rep.withheld} if rep.guard else {}),
             }
         for i, q in enumerate(r.questions, start=1):
             asked = d.questions[i - 1] if d is not None and len(d.questions) >= i else None
