@@ -52,7 +52,10 @@ def test_format_progress_total_zero_and_done() -> None:
 
 def test_format_finish() -> None:
     text = format_finish("gw0", 1504, 1504, 6016, 146.0)
-    assert text == "[mtmcs gw0] done: 1504/1504 dialogues, 6016 dialogue turns in 0:02:26 (41.2 turns/s)"
+    assert (
+        text
+        == "[mtmcs gw0] done: 1504/1504 dialogues, 6016 dialogue turns in 0:02:26 (41.2 turns/s)"
+    )
     assert format_finish("mtmcs", 0, 0, 0, 0.0) == (
         "[mtmcs] done: 0/0 dialogues, 0 dialogue turns in 0:00:00 (0.0 turns/s)"
     )
@@ -113,7 +116,9 @@ def test_progress_throttles_and_writes_lines_for_logs() -> None:
     p.finish()
     p.finish()
     lines = out.getvalue().splitlines()
-    assert lines[-1] == "[mtmcs gw0] done: 3/10 dialogues, 10 dialogue turns in 0:00:04 (2.5 turns/s)"
+    assert (
+        lines[-1] == "[mtmcs gw0] done: 3/10 dialogues, 10 dialogue turns in 0:00:04 (2.5 turns/s)"
+    )
     assert len(lines) == 3
     assert "\r" not in out.getvalue()
     assert (p.done, p.turns) == (3, 10)
