@@ -226,8 +226,8 @@ def github_problems(name: str, doc: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: the JUnit report reads the downloaded shards")
     else:
         job = runners[0]
-        steps = {s.get("uses", "").split("@")[0]: s for s in github_steps(job) if "uses" in s}
-        junit = steps.get("mikepenz/action-junit-report") or steps.get("dorny/test-reporter")
+        used = {s.get("uses", "").split("@")[0]: s for s in github_steps(job) if "uses" in s}
+        junit = used.get("mikepenz/action-junit-report") or used.get("dorny/test-reporter")
         if not junit or junit.get("if") != "always()":
             problems.append(f"{name}: publish the JUnit XML with if: always()")
     return problems
@@ -245,7 +245,7 @@ def gitlab_problems(name: str, doc: dict[str, Any]) -> list[str]:
     shard = jobs[shards[0]]
     merge_name = next(k for k in jobs if k not in shards)
     merge = jobs[merge_name]
-    lines = [c for c in (script_lines(s) for s in shard["script"]) for c in c]
+    lines = [c for s in shard["script"] for c in script_lines(s)]
     problems += install_problems(f"{name}: job {shards[0]}", lines, gpu=True)
     command = next((c for c in pytest_commands(lines)), "")
     if "--mtmcs-shard=env" not in command:
@@ -282,7 +282,7 @@ def gitlab_problems(name: str, doc: dict[str, Any]) -> list[str]:
         problems.append(f"{name}: the merge job needs the shards")
     if merge.get("when") != "always":
         problems.append(f"{name}: the merge job runs when: always")
-    merge_lines = [c for c in (script_lines(s) for s in merge["script"]) for c in c]
+    merge_lines = [c for s in merge["script"] for c in script_lines(s)]
     problems += install_problems(f"{name}: job {merge_name}", merge_lines, gpu=False)
     if not any(c.startswith("pytest-mtmcs merge ") for c in merge_lines):
         problems.append(f"{name}: the merge job runs pytest-mtmcs merge")

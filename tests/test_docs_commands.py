@@ -28,6 +28,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,7 +205,7 @@ def synopsis_problems(text: str) -> list[str]:
     from pytest_mtmcs.cli.main import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    sub: Any = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     m = re.match(r"pytest-mtmcs (\S+)", text)
     if m is None:
         return []
@@ -331,7 +332,7 @@ class PageRun:
             text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{server.port}")  # type: ignore[attr-defined]
         return text
 
-    def run(self, c: Command, status: int) -> Ran:
+    def run(self, c: Command) -> Ran:
         m = MKTEMP.match(c.text)
         if m:
             folder = self.tmp / f"mktemp-{len(self.vars)}"
@@ -412,7 +413,7 @@ def run_page(
             if c.text == "echo $?":
                 continue  # checked with the command before it
             want = expected_status(commands, i)
-            ran = page.run(c, want)
+            ran = page.run(c)
             output = "\n".join(ran.out + ran.err)
             assert ran.status == want, (
                 f"{c.where}: `{c.text}` exited {ran.status}, the doc says {want}:\n{output}"

@@ -37,17 +37,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "out"
 
 
-def documented_read_csv() -> Any:
-    """docs/reports.md's code that reads results.csv, as a function of the path."""
+def documented_read_csv(path: Path) -> Any:
+    """What docs/reports.md's code that reads results.csv gives for `path`."""
     text = REPORTS_DOC.read_text(encoding="utf-8")
     section = text.split("### Reading `results.csv`", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
     assert '"report/results.csv"' in code
     namespace: dict[str, Any] = {}
-    return lambda path: (
-        exec(code.replace('"report/results.csv"', repr(str(path))), namespace),
-        namespace["df"],
-    )[1]
+    exec(code.replace('"report/results.csv"', repr(str(path))), namespace)
+    return namespace["df"]
 
 
 def values(series: Any) -> list[Any]:
@@ -92,7 +90,7 @@ def test_the_documented_reading_equals_the_parquet_table(report: Path) -> None:
     import pandas as pd
 
     parquet = pd.read_parquet(report / "results.parquet")
-    csv = documented_read_csv()(report / "results.csv")
+    csv = documented_read_csv(report / "results.csv")
     assert list(csv.columns) == list(parquet.columns)
     assert str(csv["risk_turn"].dtype) == "Int64"
     for column in parquet.columns:
