@@ -289,7 +289,7 @@ def test_the_output_check_compares_key_lines_in_order() -> None:
         "gate: FAILED: 6+ safety",
         "=========== 36 passed, 2 failed in 62.77s (0:01:02) ===========",
     ]
-    err = ["[mtmcs] done: 128/128 dialogues, 388 turns in 0:00:33 (11.8 turns/s)"]
+    err = ["[mtmcs] done: 128/128 dialogues, 388 dialogue turns in 0:00:33 (11.8 turns/s)"]
     assert missing_lines(["gate: FAILED: ...", "36 passed, 2 failed in 1.00s"], out, err) == []
     assert missing_lines(["[mtmcs] done: 128/128 dialogues ..."], out, err) == []
     assert missing_lines(["37 passed, 2 failed in 1.00s"], out, err) == [
