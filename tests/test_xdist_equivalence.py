@@ -60,7 +60,7 @@ def plugin_args() -> list[str]:
 
 def make_project(root: Path) -> Path:
     from pytest_mtmcs.records import Suite
-    from pytest_mtmcs.suite.native import load_suite, write_suite
+    from pytest_mtmcs.suite import load_suite, write_suite
 
     suite = load_suite(BUNDLED)
     chosen = suite.dialogues[:DIALOGUES]

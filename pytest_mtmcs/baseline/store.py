@@ -337,10 +337,24 @@ def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]
         if k in COMPAT_KEYS or k.startswith(COMPAT_PREFIXES)
     ]
     return [
-        f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
+        _suite_mismatch(base, current)
+        if k == "suite_hash"
+        else f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
         for k in keys
         if base.get(k, "-") != current.get(k, "-")
     ]
+
+
+def _suite_mismatch(base: Mapping[str, str], current: Mapping[str, str]) -> str:
+    """`suite_hash: baseline 4c5455630307 (mtmcs_mini 1.0.0) != this run 54c50182ec36 (...)`:
+    the suite and its version beside each hash, which alone says nothing to a reader."""
+
+    def side(h: Mapping[str, str]) -> str:
+        return (
+            f"{h.get('suite_hash', '-')[:12]} ({h.get('suite', '-')} {h.get('suite_version', '-')})"
+        )
+
+    return f"suite_hash: baseline {side(base)} != this run {side(current)}"
 
 
 class BaselineSet:
