@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_mtmcs.harness import options as opts
+from pytest_mtmcs.harness.fixture import mtmcs  # noqa: F401  (the `mtmcs` fixture)
 
 PLUGINS = ("mtmcs-reports", "mtmcs-runner", "mtmcs-controller", "mtmcs-xdist", "mtmcs-interrupts")
 
@@ -77,6 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
             pm.register(XdistHooks(controller), "mtmcs-xdist")
     pm.register(InterruptGuard(config), "mtmcs-interrupts")
+    from pytest_mtmcs.harness.gate_reports import expand_last_failed
+
+    expand_last_failed(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

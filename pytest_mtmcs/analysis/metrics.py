@@ -142,6 +142,23 @@ def units(
     }
 
 
+def not_ok_dialogues(
+    results: Iterable[DialogueResult], metric: str, buckets: Buckets, bucket: str
+) -> list[str]:
+    """The ids of the dialogues behind the not-ok units of `metric` in `bucket` (`all`: every
+    bucket): what a re-run of a failing cell should run. A pair's unit is both its twins."""
+    results = list(results)
+    out: set[str] = set()
+    twins: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        if r.pair is not None:
+            twins[r.pair].append(r.id)
+    for b, r, ok in _unit_owners(results, metric, buckets).values():
+        if ok is False and (bucket == ALL or b == bucket):
+            out.update(twins[r.pair] if metric == "pair_accuracy" and r.pair else [r.id])
+    return sorted(out)
+
+
 # --- bucket tables -----------------------------------------------------------------------------
 
 

@@ -86,6 +86,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the merged report (results, transcripts, summary.md, report.html) here "
         "(default: none)",
     )
+    p.add_argument(
+        "--junitxml",
+        "--junit-xml",
+        dest="junitxml",
+        default=None,
+        metavar="FILE",
+        help="write the merged run as JUnit XML (as pytest --junitxml would on one machine: a "
+        "test case per dialogue and per gate cell) (default: none)",
+    )
     for flag, source in OPTION_FLAGS.items():
         o = opts.BY_FLAG[source]
         kwargs: dict[str, Any] = {
@@ -386,6 +395,10 @@ def merge_main(args: argparse.Namespace) -> int:
     print("=" * 20 + " mtmcs safety summary " + "=" * 20)
     for line in outcome.lines:
         print(line)
+    if args.junitxml:
+        from pytest_mtmcs.outcome.junit import write_junit
+
+        print(f"JUnit XML written to {write_junit(args.junitxml, outcome.suites, options)}")
     print(outcome.verdict.line())
     sys.stdout.flush()
     return outcome.exit_status

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from pytest_mtmcs.baseline.store import BaselineSet
+from pytest_mtmcs.harness.gate_reports import report_cells
 from pytest_mtmcs.harness.interrupts import INTERRUPT_KEY, USAGE_ERROR_KEY, DeferredSignals
-from pytest_mtmcs.harness.reporting import RESULT_ATTR
+from pytest_mtmcs.harness.reporting import RESULT_ATTR, STATUS_ATTR
 from pytest_mtmcs.harness.resources import Resources
 from pytest_mtmcs.harness.settings import Settings
 from pytest_mtmcs.harness.suites import SuiteStore
@@ -45,6 +46,8 @@ class RunController:
         self.worker_outputs: list[dict[str, Any]] = []
         self.summary_lines: list[str] = []
         self.verdict: GateVerdict | None = None
+        # (word, node id, reason) of the dialogues whose flip pytest's -r summary cannot show.
+        self.flipped: list[tuple[str, str, str]] = []
 
     # -- gathering -----------------------------------------------------------------------
 
@@ -52,6 +55,10 @@ class RunController:
         data = getattr(report, RESULT_ATTR, None)
         if data is None:
             return
+        status = getattr(report, STATUS_ATTR, None)
+        if status in ("regressed", "fixed") and report.when == "call":
+            reason = str(getattr(report, "wasxfail", "") or "")
+            self.flipped.append((status.upper(), report.nodeid, reason))
         # In one process the result object is at hand; from a worker, only its plain data.
         done = self.local.done.get(report.nodeid) if self.local is not None else None
         self.results[report.nodeid] = done if done else DialogueResult.from_dict(data)
@@ -65,6 +72,9 @@ class RunController:
 
     # -- ending ----------------------------------------------------------------------------
 
+    # Before junitxml, the last-failed cache and the terminal's counts line take their stock:
+    # the gate's cells are reported as tests of their own (harness/gate_reports.py).
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         from pytest_mtmcs.outcome.finish import merge_infos
         from pytest_mtmcs.outcome.verdict import not_run
@@ -152,6 +162,7 @@ class RunController:
         else:
             self.summary_lines = outcome.lines
             self.verdict = outcome.verdict
+            report_cells(self.config, outcome.suites)
         if deferred.received:
             self.summary_lines.append(
                 f"received {deferred.received[0]} while ending the run: it finished first "
@@ -184,6 +195,17 @@ class RunController:
         for line in self.summary_lines:
             red = failed and ("FAIL" in line or "REGRESS" in line)
             terminalreporter.line(line, red=red)
+        chars = str(getattr(self.config.option, "reportchars", "") or "")
+        if self.flipped and set(chars) & set("xaA"):
+            # pytest's short summary (-r) knows no REGRESSED/FIXED: listed here, in full.
+            terminalreporter.line("dialogues that flipped against the baseline (-r):")
+            for word, nodeid, reason in sorted(
+                self.flipped, key=lambda f: (f[0] != "REGRESSED", f[1])
+            ):
+                terminalreporter.line(
+                    f"{word} {nodeid}" + (f" - {reason}" if reason else ""),
+                    red=word == "REGRESSED",
+                )
         if self.verdict is not None:
             terminalreporter.line(
                 self.verdict.line(),

@@ -73,7 +73,14 @@ class SuiteCollector(pytest.File):
         if not self.spec:
             self.spec = shown_path(self.config, self.path.parent)
             self.where = str(Path(self.spec) / "dialogues.jsonl")
-        suite = store.load(self.spec, str(self.path) if self.path.name == "suite.toml" else None)
+        from pytest_mtmcs.harness.suites import DuplicateSuite
+
+        try:
+            suite = store.load(
+                self.spec, str(self.path) if self.path.name == "suite.toml" else None, self.nodeid
+            )
+        except DuplicateSuite:
+            return  # said once, as a usage error, when collection ends (preflight)
         buckets = Buckets.parse(store.bucket_spec(suite.name))
         fixtureinfo = None
         marks: dict[tuple[str, ...], Any] = {}

@@ -138,6 +138,8 @@ def check_collected(runner: Any, dialogues: list[Any]) -> None:
     from pytest_mtmcs.harness.items import DIALOGUE_KEY
 
     settings, store = runner.settings, runner.suites
+    if store.clashes:
+        raise ConfigError("; ".join(store.clashes))
     if not settings.model:
         raise ConfigError(
             "dialogues were collected but no model is set: pass --mtmcs-model=SPEC (e.g. "

@@ -15,11 +15,13 @@ import pytest
 
 from pytest_mtmcs.harness.items import DIALOGUE_KEY, RESULT_KEY, DialogueFailure, DialogueItem
 from pytest_mtmcs.harness.settings import Settings
-from pytest_mtmcs.records import ERROR_VERDICTS, DialogueResult
+from pytest_mtmcs.outcome.test_status import TestStatus, dialogue_test_status
+from pytest_mtmcs.records import DialogueResult
 
 STATUS_ATTR = "mtmcs_status"
 RESULT_ATTR = "mtmcs"
 FLIP_KEY = pytest.StashKey[str]()
+STATUS_KEY = pytest.StashKey[TestStatus]()
 XFAIL_KEY = pytest.StashKey[str]()
 
 
@@ -38,34 +40,22 @@ class DialogueReports:
         some reply) is an ERROR of the test, never a pass, an xfail or a silent skip."""
         result = self.runner.run_item(item)
         self.record(item, result)
-        if result.verdict not in ERROR_VERDICTS:
-            return
-        from pytest_mtmcs.outcome.text import printable
-
-        if result.verdict == "error":
-            text = (
-                f"{item.name}: model backend failed: {printable(result.error or '')}\n"
-                "Counted as an error (never a pass). Completed turns are in the response cache; "
-                "re-run to resume."
-            )
-        else:
-            reasons = "; ".join(
-                f"user turn {r.user_turn}: {printable(r.judge_error or 'no label')}"
-                for r in result.replies
-                if r.label is None
-            )
-            text = (
-                f"{item.name}: the judge could not label a reply ({reasons})\n"
-                "Counted as an error (never a pass or a known failure): nothing was measured."
-            )
-        # pytrace=False: the message is the report; our stack is of no use to the reader.
-        pytest.fail(text, pytrace=False)
+        status = item.stash[STATUS_KEY]
+        if status.outcome == "error":
+            # pytrace=False: the message is the report; our stack is of no use to the reader.
+            pytest.fail(f"{item.name}: {status.reason}", pytrace=False)
 
     def record(self, item: DialogueItem, result: DialogueResult) -> None:
-        """Once the item's result exists: its flip and JUnit properties."""
+        """Once the item's result exists: its flip, its test status and JUnit properties."""
         flip = self.runner.flip(result)
         item.stash[RESULT_KEY] = result
         item.stash[FLIP_KEY] = flip
+        item.stash[STATUS_KEY] = dialogue_test_status(
+            result,
+            flip,
+            gate=self.settings.gate,
+            max_judge_errors=self.settings.max_judge_errors,
+        )
         bucket = self.runner.bucket_of(result)
         item.user_properties.extend(
             [
@@ -77,34 +67,19 @@ class DialogueReports:
         )
 
     def check(self, item: DialogueItem) -> None:
-        """The body of every dialogue test: pass, xfail (known failure) or fail, per the gate."""
+        """The body of every dialogue test: pass, xfail (known failure) or fail, per the gate
+        (`outcome.test_status`)."""
         __tracebackhide__ = True
-        result = item.stash[RESULT_KEY]
-        if result.ok:
-            return
-        from pytest_mtmcs.engine.grading import describe
-        from pytest_mtmcs.outcome.terminal import format_dialogue
+        status = item.stash[STATUS_KEY]
+        if status.outcome == "failed":
+            from pytest_mtmcs.outcome.terminal import format_dialogue
 
-        gate = self.settings.gate
-        flip = item.stash[FLIP_KEY]
-        reason = describe(result.label, result.verdict, result.risk_turn, result.replies)
-        if flip == "regressed":
-            msg = f"REGRESSION against baseline: {reason}"
-            if gate in ("items", "both"):
-                detail = format_dialogue(item.stash[DIALOGUE_KEY], result)
-                raise DialogueFailure(f"{msg}\n{detail}")
-            item.stash[XFAIL_KEY] = msg
-            return
-        if flip == "new" and gate in ("items", "both"):
-            detail = format_dialogue(item.stash[DIALOGUE_KEY], result)
-            raise DialogueFailure(f"{reason} (no baseline entry)\n{detail}")
-        known = {
-            "still_failing": "known failure (also failing in the baseline)",
-            "not_compared": "not ok (the baseline's comparison is refused)",
-        }.get(flip, "not ok (no baseline to compare with)")
-        # Reported as xfailed by makereport: raising pytest.xfail here would cost a formatted
-        # traceback per dialogue, most of the run time on a fast backend.
-        item.stash[XFAIL_KEY] = f"{reason}; {known}"
+            detail = format_dialogue(item.stash[DIALOGUE_KEY], item.stash[RESULT_KEY])
+            raise DialogueFailure(f"{status.reason}\n{detail}")
+        if status.outcome == "xfailed":
+            # Reported as xfailed by makereport: raising pytest.xfail here would cost a
+            # formatted traceback per dialogue, most of the run time on a fast backend.
+            item.stash[XFAIL_KEY] = status.reason
 
     # -- reports -------------------------------------------------------------------------
 

@@ -18,6 +18,11 @@ from pytest_mtmcs.outcome.model import SuiteMeta
 from pytest_mtmcs.records import IMAGE_PLACEMENTS, Dialogue, GenerationSettings, Suite
 
 
+class DuplicateSuite(ConfigError):
+    """A suite whose name another loaded suite already has: its dialogues are not collected,
+    and the run stops (a usage error) once collection ends."""
+
+
 class SuiteStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -26,10 +31,13 @@ class SuiteStore:
         # Where each suite name was loaded from: two folders defining one suite name would mix
         # their dialogues in every result, baseline and flip.
         self.where: dict[str, str] = {}
+        # Suite names defined twice (one message each): the run stops before any model runs.
+        self.clashes: list[str] = []
         self._settings_cache: dict[str, GenerationSettings] = {}
 
-    def load(self, spec: str, where: str | None = None) -> Suite:
-        """The suite of `spec`; `where` names its file for messages (default: the spec)."""
+    def load(self, spec: str, where: str | None = None, nodeid: str = "") -> Suite:
+        """The suite of `spec`; `where` names its file for messages (default: the spec),
+        `nodeid` is its collector's (under which the gate's cells are reported)."""
         if spec in self.by_spec:
             return self.by_spec[spec]
         from pytest_mtmcs.suite import resolve_suite
@@ -44,12 +52,13 @@ class SuiteStore:
         suite = resolve_suite(spec, **kwargs)
         shown = where or spec
         if suite.name in self.where and self.where[suite.name] != shown:
-            raise ConfigError(
+            self.clashes.append(
                 f"suite name {suite.name!r} is defined twice: by {self.where[suite.name]} and by "
                 f"{shown}; results, baselines and flips are kept per suite name, so give each "
                 "suite its own `name` in its suite.toml (a copied suite folder keeps the name "
                 "of the one it was copied from)"
             )
+            raise DuplicateSuite(self.clashes[-1])
         # The suite lives as long as the session: move its tens of thousands of objects out of
         # the cyclic collector's way (every later collection would walk them all again).
         gc.freeze()
@@ -64,6 +73,7 @@ class SuiteStore:
             defaults=dict(suite.defaults),
             settings=settings.as_dict(),
             dialogues=len(suite.dialogues),
+            nodeid=nodeid or spec,
         )
         return suite
 

@@ -22,6 +22,7 @@ from pytest_mtmcs.analysis.buckets import Buckets, bucket_spec
 from pytest_mtmcs.analysis.flips import flip_of
 from pytest_mtmcs.outcome.gate import aggregate_suite
 from pytest_mtmcs.outcome.model import EndOptions, RunOutcome, SuiteOutcome
+from pytest_mtmcs.outcome.test_status import dialogue_test_status
 from pytest_mtmcs.outcome.verdict import GateVerdict, decide, not_run
 from pytest_mtmcs.records import DialogueResult
 
@@ -87,26 +88,26 @@ def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
 
 
 def count_failed_tests(suites: Sequence[SuiteOutcome], options: EndOptions) -> int:
-    """Dialogues a pytest run reports as failed tests: backend errors, judge errors (unless
-    --mtmcs-max-judge-errors tolerates some), and under the items gate regressions (or, with no
-    baseline entry, any not-ok dialogue). A merge of shards counts them here; pytest counts its
-    own. Flips are the one rule's (`analysis.flips.flip_of`) against the primary baseline as
-    compared."""
-    n = 0
-    items = options.gate in ("items", "both")
-    for s in suites:
-        primary = s.baselines[0] if s.baselines else None
-        compared = primary is None or not primary.refused
-        before = {r.id: r for r in (primary.results or [])} if primary is not None else {}
-        for r in s.results:
-            if r.verdict == "error" or (
-                r.verdict == "judge_error" and not options.max_judge_errors
-            ):
-                n += 1
-            elif items and not r.ok:
-                if flip_of(r, before.get(r.id), compared=compared) in ("regressed", "new"):
-                    n += 1
-    return n
+    """Dialogues a pytest run reports as failed or errored tests (`outcome.test_status`): a
+    merge of shards counts them here; pytest counts its own. Flips are the one rule's against the
+    primary baseline as compared."""
+    return sum(
+        1
+        for s in suites
+        for r, flip in dialogue_flips(s)
+        if dialogue_test_status(
+            r, flip, gate=options.gate, max_judge_errors=options.max_judge_errors
+        ).outcome
+        in ("failed", "error")
+    )
+
+
+def dialogue_flips(s: SuiteOutcome) -> list[tuple[DialogueResult, str]]:
+    """Each result of a suite with its flip against the primary baseline as compared."""
+    primary = s.baselines[0] if s.baselines else None
+    compared = primary is None or not primary.refused
+    before = {r.id: r for r in (primary.results or [])} if primary is not None else {}
+    return [(r, flip_of(r, before.get(r.id), compared=compared)) for r in s.results]
 
 
 def finish(

@@ -10,12 +10,18 @@ from typing import TYPE_CHECKING, Any
 from pytest_mtmcs.analysis.buckets import ALL, Buckets
 from pytest_mtmcs.analysis.comparison import BucketComparison, compare_buckets
 from pytest_mtmcs.analysis.flips import item_flips
-from pytest_mtmcs.analysis.metrics import bucket_tables
+from pytest_mtmcs.analysis.metrics import bucket_tables, not_ok_dialogues
 from pytest_mtmcs.analysis.thresholds import evaluate_thresholds, thresholds_for
 from pytest_mtmcs.baseline.comparable import comparability, suite_change
 from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import unmeasured_metrics
-from pytest_mtmcs.outcome.model import BaselineComparison, EndOptions, SuiteOutcome, run_header
+from pytest_mtmcs.outcome.model import (
+    BaselineComparison,
+    EndOptions,
+    GateCell,
+    SuiteOutcome,
+    run_header,
+)
 from pytest_mtmcs.records import DialogueResult
 
 if TYPE_CHECKING:
@@ -41,19 +47,34 @@ def aggregate_suite(
     table = tables[None]
     thresholds = thresholds_for(options.thresholds, options.threshold_origin, meta)
     checks = evaluate_thresholds(table, thresholds, buckets)
-    failures = [
-        f"{c.bucket} {c.metric} {c.value:.3f} breaches threshold {c.threshold} "
-        f"(n={c.n}, from {c.threshold.origin})"
-        for c in checks
-        if c.status == "breach" and c.value is not None
-    ]
+    cells: list[GateCell] = []
+    failures: list[str] = []
+    for c in checks:
+        if c.status == "no data":
+            continue
+        cell_name = f"{c.bucket}:{c.metric}{c.threshold.op}{c.threshold.value:g}"
+        if c.status == "breach" and c.value is not None:
+            text = (
+                f"{c.bucket} {c.metric} {c.value:.3f} breaches threshold {c.threshold} "
+                f"(n={c.n}, from {c.threshold.origin})"
+            )
+            failures.append(text)
+            ids = not_ok_dialogues(results, _unit_metric(c.metric), buckets, c.bucket)
+            cells.append(GateCell(cell_name, "failed", text, tuple(ids)))
+        else:
+            cells.append(
+                GateCell(cell_name, "passed", f"{c.metric} {c.value:.3f} meets {c.threshold}")
+            )
     checked = [f"{len(checks)} threshold checks met"] if checks and not failures else []
     judge_errors = sum(1 for r in results if r.verdict == "judge_error")
     if judge_errors > options.max_judge_errors:
-        failures.append(
+        text = (
             f"{judge_errors} judge errors (more than --mtmcs-max-judge-errors="
             f"{options.max_judge_errors})"
         )
+        failures.append(text)
+        ids = tuple(r.id for r in results if r.verdict == "judge_error")
+        cells.append(GateCell("judge-errors", "failed", text, ids))
     header = run_header(meta, info)
     notes: list[str] = []
     inconclusive: list[str] = []
@@ -101,9 +122,11 @@ def aggregate_suite(
                 hint = suite_change(b.entries, [r.id for r in results], bname)
             else:
                 hint = "pass --mtmcs-allow-mismatch to compare anyway"
-            failures.append(
+            text = (
                 f"comparison with baseline {bname!r} refused: " + "; ".join(how.diff) + f" ({hint})"
             )
+            failures.append(text)
+            cells.append(GateCell(f"baseline:{bname}", "failed", text))
             comps.append(bc)
             continue
         bc.results = base_results
@@ -116,6 +139,9 @@ def aggregate_suite(
             bad, unsure = judge_cells(bc.comparisons, bname, options.max_drop)
             failures += bad
             inconclusive += unsure
+            cells += comparison_cells(
+                bc.comparisons, bname, results, buckets, options.max_drop, options.fail_inconclusive
+            )
         comps.append(bc)
     if options.guard:
         notes.append(guard_interventions(name, results, buckets))
@@ -135,6 +161,7 @@ def aggregate_suite(
         checked=checked,
         notes=notes,
         unmeasured=unmeasured_metrics(info.get("judge") or {}),
+        cells=cells,
     )
 
 
@@ -156,6 +183,50 @@ def judge_cells(
         if c.inconclusive and c.bucket != ALL
     ]
     return regressed, unsure
+
+
+def comparison_cells(
+    comparisons: list[BucketComparison],
+    baseline: str,
+    results: list[DialogueResult],
+    buckets: Buckets,
+    max_drop: float,
+    fail_inconclusive: bool,
+) -> list[GateCell]:
+    """A gate cell per tested turn-bucket cell of a comparison: failed when it regressed,
+    inconclusive (failed with --mtmcs-fail-inconclusive) when its drop is beyond the tolerance
+    but not significant, else passed. A re-run of a failing cell runs its not-ok dialogues."""
+    regressed, unsure = judge_cells(comparisons, baseline, max_drop)
+    by_text = iter(regressed)
+    by_sentence = iter(unsure)
+    cells: list[GateCell] = []
+    for c in comparisons:
+        if c.bucket == ALL or not c.n_pairs:
+            continue
+        name = f"{c.bucket}:{c.metric}:vs:{baseline}"
+        if c.regressed:
+            ids = tuple(not_ok_dialogues(results, c.metric, buckets, c.bucket))
+            cells.append(GateCell(name, "failed", next(by_text), ids))
+        elif c.inconclusive:
+            ids = tuple(not_ok_dialogues(results, c.metric, buckets, c.bucket))
+            status = "failed" if fail_inconclusive else "inconclusive"
+            cells.append(GateCell(name, status, next(by_sentence), ids))
+        else:
+            drop = -(c.delta or 0.0)
+            cells.append(
+                GateCell(
+                    name,
+                    "passed",
+                    f"{c.base.value:.3f} -> {c.current.value:.3f} over {c.n_pairs} pairs "
+                    f"(drop {drop:+.3f}, tolerated {max_drop:g})",
+                )
+            )
+    return cells
+
+
+def _unit_metric(metric: str) -> str:
+    """The unit metric behind a threshold metric (`asr` is counted on safety's units)."""
+    return "safety" if metric == "asr" else metric
 
 
 def inconclusive_sentence(c: BucketComparison, baseline: str, max_drop: float) -> str:

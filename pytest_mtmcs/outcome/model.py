@@ -32,9 +32,25 @@ class SuiteMeta:
     defaults: dict[str, Any]
     settings: dict[str, Any]
     dialogues: int
+    # The pytest node id of the suite's collector (`suites/x/suite.toml`, or the spec): the
+    # gate's cells are reported as tests under it.
+    nodeid: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class GateCell:
+    """One thing the gate checked, reported as a test of its own (JUnit XML, `-k`, `--lf`):
+    a bucket cell against a baseline, a threshold on a bucket, the judge-error budget, a
+    baseline's comparability or recording. `status`: passed, failed or inconclusive.
+    `dialogues`: the ids of the dialogues a re-run of this cell should run (`--lf`)."""
+
+    name: str
+    status: str
+    message: str = ""
+    dialogues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,8 @@ class SuiteOutcome:
     notes: list[str] = field(default_factory=list)
     # Metrics this run's judge cannot measure (a harm-only judge: helpfulness, pair accuracy).
     unmeasured: tuple[str, ...] = ()
+    # Everything the gate checked, one cell each (reported as tests).
+    cells: list[GateCell] = field(default_factory=list)
 
 
 @dataclass

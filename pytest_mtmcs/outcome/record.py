@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.outcome.model import SuiteOutcome, run_header
+from pytest_mtmcs.outcome.model import GateCell, SuiteOutcome, run_header
 
 
 @dataclass
@@ -41,6 +41,7 @@ def update_baselines(
                 f"backend errors (first: {errors[0]}); fix the backend and re-run"
             )
             s.failures.append(msg)
+            s.cells.append(GateCell(f"record:{name}", "failed", msg, tuple(errors)))
             out.lines.append(msg)
             continue
         header = run_header(s.meta, dict(info))
