@@ -52,7 +52,10 @@ def test_the_readme_example_suite_runs(pytester: pytest.Pytester) -> None:
     # Refusing everything: the unsafe twin is safe, the safe twin over-refused (an xfail), and
     # the suite's own threshold on 4+ has no data (a 2-turn suite): the run passes.
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*1 passed, 1 xfailed*"])
+    # Its two dialogues, and the gate's cells: the suite-wide safety and asr thresholds met.
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("xfailed") == 1 and "failed" not in outcomes, outcomes
+    result.stdout.fnmatch_lines(["*gate: passed: *threshold checks met*"])
 
 
 # --- a release folder without its importer prefix -------------------------------------------

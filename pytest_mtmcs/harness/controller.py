@@ -48,6 +48,8 @@ class RunController:
         self.verdict: GateVerdict | None = None
         # (word, node id, reason) of the dialogues whose flip pytest's -r summary cannot show.
         self.flipped: list[tuple[str, str, str]] = []
+        # (session, exit status) the run must end with whatever later hooks did.
+        self._final_exit: tuple[pytest.Session, int] | None = None
 
     # -- gathering -----------------------------------------------------------------------
 
@@ -102,8 +104,11 @@ class RunController:
                 ),
                 run,
             )
-            # From an xdist worker the run ended with no tests: the exit code says why.
+            # From an xdist worker the run ended with no tests: the exit code says why. Set
+            # again when the run unconfigures: a later sessionfinish (syrupy's) ORs pytest's
+            # own "no tests collected" (5) into it.
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            self._final_exit = (session, pytest.ExitCode.USAGE_ERROR)
             return
         if stop is not None and stop.startswith(("Ctrl-C", "SIGTERM", "SIGINT")):
             self._not_run(
@@ -217,3 +222,6 @@ class RunController:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.resources.close()
+        if self._final_exit is not None:
+            session, status = self._final_exit
+            session.exitstatus = status

@@ -51,6 +51,7 @@ def report_cells(config: pytest.Config, suites: Iterable[SuiteOutcome]) -> None:
                 when="call",
                 user_properties=[("mtmcs_gate", cell.status), ("mtmcs_gate_detail", cell.message)],
             )
+            report.mtmcs_gate = cell.status  # type: ignore[attr-defined]
             if cell.status == "inconclusive":
                 # Shown as pytest shows an expected failure: neither a pass nor a failure.
                 report.wasxfail = f"INCONCLUSIVE: {cell.message}"  # type: ignore[attr-defined]
