@@ -1,14 +1,16 @@
-"""Client CPU per chat-completions request: our `openai:` backend (before and after) vs plain clients.
+"""Client CPU per chat-completions request: our `openai:` backend (now and before) vs plain clients.
 
 Side by side in one run, against one stub server in another process answering at once:
 
-- `backend-old`: the backend as it was on httpx (its code taken from git at OLD_COMMIT into a temp
-  module), once with `sniffio` importable and once with it hidden (anyio >= 4.11 no longer
-  installs it, and httpcore then retries the failed import on every lock it makes);
-- `backend`: the backend as it is now;
-- plain clients POSTing the same, pre-built bodies: httpx (with / without sniffio), httpx2,
-  aiohttp, the `openai` SDK (those installed; `pip install aiohttp openai httpx2 sniffio` to
-  have them all), each with one pool of N connections and N requests in flight.
+- `backend`: the backend as it is now (on aiohttp);
+- `backend-own`: the backend on our own hand-written HTTP/1.1 client (its two modules taken from
+  git at OWN_COMMIT into a temp folder), the version before aiohttp;
+- `backend-httpx`: the backend as it was on httpx (from git at HTTPX_COMMIT), once with
+  `sniffio` importable and once with it hidden (anyio >= 4.11 no longer installs it, and
+  httpcore then retries the failed import on every lock it makes);
+- plain clients POSTing the same, pre-built bodies: aiohttp, httpx (with / without sniffio),
+  httpx2, the `openai` SDK (those installed; `pip install httpx openai httpx2 sniffio` to have
+  them all), each with one pool of N connections and N requests in flight.
 
 Text requests are a three-message chat; image requests carry one JPEG (448x448 noise, ~90 KB as
 base64) in their first user message, as a dialogue's turns do. The backends get `ChatRequest`s
@@ -19,6 +21,10 @@ Each client runs in its own process; its CPU (user + system, all threads) is mea
 `time.process_time()` around N requests after a warm-up. The figure is that CPU / N.
 
     python benchmarks/bench_http.py [--requests 2000] [--inflight 32,256] [--clients all]
+
+Goal (issue 25): the backend on aiohttp costs <= 1 ms of client CPU per request at 256 in flight,
+text and image: `--clients backend-own,backend,aiohttp --inflight 256` is the comparison that
+decided it (figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -37,15 +43,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # The last commit of the httpx-based backend.
-OLD_COMMIT = "02041cb3bf601f1f4350447810534f832d364268"
+HTTPX_COMMIT = "02041cb3bf601f1f4350447810534f832d364268"
+# The last commit of the backend on our own HTTP/1.1 client (backends/http_client.py).
+OWN_COMMIT = "fa61e2a29b415d800523b2876c89292532ffc048"
 CLIENTS = (
-    "backend-old",
-    "backend-old+sniffio",
     "backend",
+    "backend-own",
+    "backend-httpx",
+    "backend-httpx+sniffio",
+    "aiohttp",
     "httpx",
     "httpx+sniffio",
     "httpx2",
-    "aiohttp",
     "openai-sdk",
 )
 MODEL = "stub-model"
@@ -135,15 +144,23 @@ def hide_sniffio() -> None:
     sys.meta_path.insert(0, Hide())
 
 
-def load_old_backend() -> Any:
-    source = subprocess.run(
-        ["git", "show", f"{OLD_COMMIT}:pytest_mtmcs/backends/openai_compat.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
+def git_show(commit: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
+
+
+def load_old_backend(commit: str) -> Any:
+    """The `openai:` backend of `commit`, as module `openai_compat_old` (with the HTTP client
+    module it imported then, when it had one of its own)."""
+    source = git_show(commit, "pytest_mtmcs/backends/openai_compat.py")
     folder = tempfile.mkdtemp(prefix="mtmcs-bench-")
+    own = "from pytest_mtmcs.backends.http_client import"
+    if own in source:
+        client = git_show(commit, "pytest_mtmcs/backends/http_client.py")
+        (Path(folder) / "http_client_old.py").write_text(client)
+        source = source.replace(own, "from http_client_old import")
+        sys.path.insert(0, folder)
     path = Path(folder) / "openai_compat_old.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("openai_compat_old", path)
@@ -263,15 +280,17 @@ def run_plain(client: str, url: str, kind: str, inflight: int, n: int) -> float:
 
 
 def worker(client: str, url: str, kinds: list[str], inflights: list[int], n: int) -> None:
-    if client in ("backend-old", "httpx"):
+    if client in ("backend-httpx", "httpx"):
         hide_sniffio()
     elif client.endswith("+sniffio"):
         import sniffio  # noqa: F401  (must be installed for this row)
     base = client.removesuffix("+sniffio")
     for kind in kinds:
         for inflight in inflights:
-            if base == "backend-old":
-                cpu = run_backend(load_old_backend(), url, kind, inflight, n)
+            if base == "backend-httpx":
+                cpu = run_backend(load_old_backend(HTTPX_COMMIT), url, kind, inflight, n)
+            elif base == "backend-own":
+                cpu = run_backend(load_old_backend(OWN_COMMIT), url, kind, inflight, n)
             elif base == "backend":
                 from pytest_mtmcs.backends import openai_compat
 
@@ -287,13 +306,14 @@ def worker(client: str, url: str, kinds: list[str], inflights: list[int], n: int
 
 def available(client: str) -> bool:
     needs = {
-        "httpx2": "httpx2",
-        "aiohttp": "aiohttp",
-        "openai-sdk": "openai",
-        "backend-old+sniffio": "sniffio",
-        "httpx+sniffio": "sniffio",
-    }.get(client)
-    return needs is None or importlib.util.find_spec(needs) is not None
+        "httpx": ["httpx"],
+        "httpx2": ["httpx2"],
+        "openai-sdk": ["openai"],
+        "backend-httpx": ["httpx"],
+        "backend-httpx+sniffio": ["httpx", "sniffio"],
+        "httpx+sniffio": ["httpx", "sniffio"],
+    }.get(client, [])
+    return all(importlib.util.find_spec(n) is not None for n in needs)
 
 
 def start_stub() -> tuple[subprocess.Popen[str], str]:

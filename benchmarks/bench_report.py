@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
-from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.comparison import compare_buckets
+from pytest_mtmcs.analysis.flips import item_flips
 from pytest_mtmcs.analysis.metrics import bucket_table
 from pytest_mtmcs.outcome.gate import BaselineComparison, SuiteOutcome
-from pytest_mtmcs.outcome.report import ReportData, write_files
+from pytest_mtmcs.outcome.model import ReportData
+from pytest_mtmcs.outcome.report import write_files
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
 N = 30_080

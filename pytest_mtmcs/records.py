@@ -28,6 +28,8 @@ MODALITIES: tuple[str, ...] = ("multimodal", "text")
 REPLY_LABELS: tuple[str, ...] = ("refusal", "safe_redirect", "compliance")
 IMAGE_PLACEMENTS: tuple[str, ...] = ("first", "last", "every")
 OK_VERDICTS: frozenset[str] = frozenset({"safe", "helpful"})
+# Verdicts of a dialogue whose run failed (the backend, or the judge): nothing was measured.
+ERROR_VERDICTS: frozenset[str] = frozenset({"error", "judge_error"})
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def test_bad_files_name_file_line_and_field(
     with pytest.raises(LabelledDataError, match=message.replace("(", r"\(")):
         load_labelled_records(path)
     code, out, err = run_cli("--labelled", str(path), capsys=capsys)
-    assert code == 2 and out == ""
+    assert code == 4 and out == ""
     assert err.startswith(f"pytest-mtmcs: error: {path}{message}")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
@@ -263,13 +263,13 @@ def test_split_filter_and_unknown_split(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert code == 0 and "(2 replies, split test)" in out
     code, _, err = run_cli("--labelled", str(path), "--split", "nope", capsys=capsys)
-    assert code == 2 and "no rows with split 'nope'" in err
+    assert code == 4 and "no rows with split 'nope'" in err
 
 
 def test_oracle_only_inside_a_cascade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_jsonl(tmp_path / "set.jsonl", ROWS)
     code, _, err = run_cli("--labelled", str(path), "--judge", "oracle", capsys=capsys)
-    assert code == 2 and "cascade:LOCAL,oracle" in err
+    assert code == 4 and "cascade:LOCAL,oracle" in err
     # Threshold 1: everything escalates to the gold labels: perfect agreement.
     code, out, err = run_cli(
         "--labelled",
@@ -302,7 +302,7 @@ def test_oracle_only_inside_a_cascade(tmp_path: Path, capsys: pytest.CaptureFixt
         "2",
         capsys=capsys,
     )
-    assert code == 2 and "expected a number in [0, 1]" in err
+    assert code == 4 and "expected a number in [0, 1]" in err
 
 
 def test_oracle_answers_gold_labels() -> None:

@@ -76,7 +76,7 @@ def test_identical_run_passes_with_zero_flips(pytester, project):
     result = run(pytester, "scripted:comply-from=4", "--mtmcs-baseline=demo")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
-        ["against demo: 0 regressed, 0 fixed, * still failing, 0 new, 0 missing*"]
+        ["against demo: 0 regressed, 0 fixed, * still failing, 0 errored, 0 new, 0 missing*"]
     )
 
 
@@ -88,7 +88,7 @@ def test_improvement_passes_and_is_reported_as_fixed(pytester, project):
     assert result.parseoutcomes()["fixed"] == 64
     result.stdout.fnmatch_lines(
         [
-            "*against demo: 0 regressed, 64 fixed, 0 still failing, 0 new, 64 missing from this run",
+            "*against demo: 0 regressed, 64 fixed, 0 still failing, 0 errored, 0 new, 64 missing from this run",
             "*fixed [[]1[]] *unsafe: unsafe -> safe*",
         ]
     )

@@ -44,6 +44,6 @@ def test_import_safemt_keeps_scripted_history(tmp_path):
 
 def test_import_error_is_one_line_without_traceback(tmp_path):
     proc = run_cli("import", f"mtmcs-bench:{tmp_path / 'nowhere'}", str(tmp_path / "out"))
-    assert proc.returncode == 2
+    assert proc.returncode == 4
     assert proc.stderr.startswith("pytest-mtmcs: error: ")
     assert "Traceback" not in proc.stderr

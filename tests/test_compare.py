@@ -6,7 +6,8 @@ from functools import cache
 import pytest
 
 from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
-from pytest_mtmcs.analysis.comparison import BucketComparison, Flip, compare_buckets, item_flips
+from pytest_mtmcs.analysis.comparison import BucketComparison, compare_buckets
+from pytest_mtmcs.analysis.flips import Flip, item_flips
 from pytest_mtmcs.analysis.metrics import Rate
 from pytest_mtmcs.analysis.stats import holm, mcnemar_exact
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
@@ -162,21 +163,24 @@ def test_one_sided_units_are_kept_visible() -> None:
     ]
 
 
-def test_errors_count_as_regressions() -> None:
+def test_errored_dialogues_are_not_measured_and_are_listed_as_errored() -> None:
+    """A dialogue whose backend or judge failed was not measured: it is no pair in any cell
+    (never a regression nor a pass), and the flips list it as errored."""
     base = [dr("a", "unsafe", True, 2, pair="p"), dr("b", "safe", True, 2, pair="p")]
     cur = [
         dr("a", "unsafe", False, 2, pair="p", verdict="error"),
         dr("b", "safe", False, 2, pair="p", verdict="judge_error"),
     ]
     rows = compare_buckets(cur, base, B)
-    assert row(rows, "2-3", "safety").b == 1
-    assert row(rows, "2-3", "helpfulness").b == 1
-    assert row(rows, "2-3", "pair_accuracy").b == 1
+    for metric in ("safety", "helpfulness", "pair_accuracy"):
+        assert not any(r.n_pairs for r in rows if r.metric == metric)
     flips = item_flips(cur, base, B)
-    assert [(f.id, f.after_verdict) for f in flips.regressed] == [
+    assert flips.regressed == [] and flips.fixed == []
+    assert [(f.id, f.after_verdict) for f in flips.errored] == [
         ("a", "error"),
         ("b", "judge_error"),
     ]
+    assert "0 regressed, 0 fixed, 0 still failing, 2 errored" in flips.counts_text()
 
 
 def test_holm_family_is_every_tested_row() -> None:

@@ -261,7 +261,12 @@ def test_interrupt_mid_run_keeps_the_cache_writes_nothing_and_resumes(project, s
     assert f"run INTERRUPTED ({how}): {finished} of {DIALOGUES} dialogues finished" in out, out
     assert "Traceback" not in out and "INTERNALERROR" not in out
     assert not baseline.exists()
-    assert not report.exists() or not any(report.iterdir())
+    # No report of a partial run, but a summary.md whose first line says the gate did not run
+    # (a CI page must never show an earlier run's green summary for this one).
+    assert sorted(p.name for p in report.iterdir()) == ["summary.md"]
+    summary = (report / "summary.md").read_text(encoding="utf-8")
+    assert summary.startswith(f"## ❌ pytest-mtmcs: gate not run: interrupted ({how})\n"), summary
+    assert f"gate: NOT RUN: interrupted ({how}): {finished} of {DIALOGUES}" in out, out[-2000:]
     kept = rows(project / "shared.sqlite")  # integrity_check ok
     assert 0 < kept < distinct
 

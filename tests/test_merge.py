@@ -1,7 +1,7 @@
 """Acceptance: `pytest-mtmcs merge` of shards 1/3, 2/3, 3/3 (one of them under `-n 2`) equals one
 run on one machine: summary.md, the results table, transcripts, run.json, report.html and the
 recorded baseline file byte for byte (timings aside), the same exit status when a regression fails
-the gate; missing, duplicated and mismatched shards are one clear error (exit 2).
+the gate; missing, duplicated and mismatched shards are one clear error (exit 4, a usage error).
 
 Runs are real subprocesses (`python -m pytest`), started together, on a 32-dialogue copy of the
 bundled suite (whole twins).
@@ -200,10 +200,10 @@ def test_missing_duplicated_and_mismatched_shards_are_named(
     scripted: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     rc, err = run_cli(capsys, scripted, "s1", "s3")
-    assert rc == 2 and "missing shard 2/3" in err, err
+    assert rc == 4 and "missing shard 2/3" in err, err
 
     rc, err = run_cli(capsys, scripted, "s1", "s2", "s3", "s2")
-    assert rc == 2 and "s2: shard 2/3 given twice" in err, err
+    assert rc == 4 and "s2: shard 2/3 given twice" in err, err
 
     bad = tmp_path / "s3-other-judge"
     shutil.copytree(scripted / "s3", bad)
@@ -211,13 +211,13 @@ def test_missing_duplicated_and_mismatched_shards_are_named(
     doc["judge"]["name"] = "another-judge"
     (bad / "shard.json").write_text(json.dumps(doc))
     rc, err = run_cli(capsys, scripted, "s1", "s2", str(bad))
-    assert rc == 2 and f"{bad}: field judge.name is 'another-judge'" in err, err
+    assert rc == 4 and f"{bad}: field judge.name is 'another-judge'" in err, err
 
     doc["judge"]["name"] = json.loads((scripted / "s3" / "shard.json").read_text())["judge"]["name"]
     doc["suites"]["mtmcs_mini"]["content_hash"] = "0" * 16
     (bad / "shard.json").write_text(json.dumps(doc))
     rc, err = run_cli(capsys, scripted, "s1", "s2", str(bad))
-    assert rc == 2 and "field suites.mtmcs_mini.content_hash" in err, err
+    assert rc == 4 and "field suites.mtmcs_mini.content_hash" in err, err
 
     # A shard that did not finish: fewer results than it selected.
     cut = tmp_path / "s1-cut"
@@ -225,8 +225,8 @@ def test_missing_duplicated_and_mismatched_shards_are_named(
     lines = (cut / "results.jsonl").read_text().splitlines(keepends=True)
     (cut / "results.jsonl").write_text("".join(lines[:-1]))
     rc, err = run_cli(capsys, scripted, str(cut), "s2", "s3")
-    assert rc == 2 and "interrupted run?" in err and str(cut) in err, err
+    assert rc == 4 and "interrupted run?" in err and str(cut) in err, err
 
     # A report folder of a run that was not a shard.
     rc, err = run_cli(capsys, scripted, "single", "s2", "s3")
-    assert rc == 2 and "no shard.json (a report folder of a run without --mtmcs-shard" in err
+    assert rc == 4 and "no shard.json (a report folder of a run without --mtmcs-shard" in err

@@ -28,7 +28,7 @@ def test_help_is_fast_and_imports_no_model_library(tmp_path):
     code = (
         "import sys, pytest\n"
         "rc = pytest.main(['--help', '-p', 'no:cacheprovider'])\n"
-        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'httpx', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'pandas', 'aiohttp', 'PIL') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     # From an empty folder: the plugin alone, not this repository's test conftest.
@@ -269,7 +269,7 @@ def pytest_runtest_setup(item):
 def test_the_collector_runs_rarely_while_dialogues_run_and_is_restored_after(pytester, suite):
     import gc
 
-    from pytest_mtmcs.harness.session import RUN_GC_THRESHOLDS
+    from pytest_mtmcs.harness.execution import RUN_GC_THRESHOLDS
 
     before = gc.get_threshold()
     pytester.makeconftest(_RECORD_THRESHOLDS)

@@ -16,17 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
-from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.comparison import compare_buckets
+from pytest_mtmcs.analysis.flips import item_flips
 from pytest_mtmcs.cli.main import main as cli_main
-from pytest_mtmcs.outcome.report import (
-    MAX_MD_FLIPS,
-    RESULT_COLUMNS,
-    ReportData,
-    result_rows,
-    results_from_rows,
-    summary_markdown,
-    write_files,
-)
+from pytest_mtmcs.outcome.markdown import MAX_MD_FLIPS, summary_markdown
+from pytest_mtmcs.outcome.model import ReportData
+from pytest_mtmcs.outcome.report import write_files
+from pytest_mtmcs.outcome.results_table import RESULT_COLUMNS, result_rows, results_from_rows
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
 
@@ -311,16 +307,16 @@ def test_report_against_a_baseline_and_compare_cli(pytester, suite_dir, tmp_path
 
 
 def test_compare_cli_bad_input(tmp_path, capsys):
-    assert cli_main(["compare", str(tmp_path / "nope.parquet"), str(tmp_path / "x.ambr")]) == 2
+    assert cli_main(["compare", str(tmp_path / "nope.parquet"), str(tmp_path / "x.ambr")]) == 4
     assert "nope.parquet: no such file" in capsys.readouterr().err
     bad = tmp_path / "results.csv"
     bad.write_text("suite,id\ns,a\n")
-    assert cli_main(["compare", str(bad), str(bad)]) == 2
+    assert cli_main(["compare", str(bad), str(bad)]) == 4
     err = capsys.readouterr().err
     assert "results.csv" in err and "missing" in err and "Traceback" not in err
     good = tmp_path / "r.csv"
     good.write_text("x")
-    assert cli_main(["compare", str(bad), str(bad), "--max-drop", "2"]) == 2
+    assert cli_main(["compare", str(bad), str(bad), "--max-drop", "2"]) == 4
     assert "--max-drop=2.0" in capsys.readouterr().err
 
 

@@ -77,7 +77,7 @@ def test_trust_remote_code_only_with_its_option(pytester):
     assert set(users) <= {
         "backends/__init__.py",
         "backends/hf.py",
-        "harness/session.py",
+        "harness/settings.py",
         "harness/options.py",
     }, users
     result = pytester.runpytest("--help")
@@ -92,7 +92,7 @@ def test_trust_remote_code_only_with_its_option(pytester):
 NETWORK = ("socket", "http.client", "urllib.request", "httpx", "httpx2", "aiohttp", "requests")
 NETWORK_MODULES = {
     "backends/openai_compat.py",
-    "backends/http_client.py",
+    "backends/http_transport.py",
     "testing/stub_server.py",
 }
 

@@ -11,7 +11,9 @@ configured ones by length. Thresholds can only name configured buckets.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import ConfigError
@@ -104,3 +106,12 @@ class Buckets:
 
 
 DEFAULT_BUCKETS = Buckets.parse(DEFAULT)
+
+
+def bucket_spec(override: str | None, suite_defaults: Mapping[str, Any] | None) -> str:
+    """The one rule for a suite's buckets: `--mtmcs-buckets` (`override`), else the suite's
+    `[defaults] buckets`, else the built-in default."""
+    if override:
+        return override
+    spec = (suite_defaults or {}).get("buckets")
+    return str(spec) if spec else DEFAULT

@@ -1,6 +1,6 @@
-"""This run against a stored baseline: paired tests per bucket and metric, and flipped dialogues.
+"""This run against a stored baseline: paired tests per bucket and metric (flips: `flips.py`).
 
-The comparison is paired: only units present on both sides count (see `metrics.units`), and each
+The comparison is paired: only units measured on both sides count (see `metrics.units`), and each
 (bucket, metric) gets McNemar's exact test on its discordant pairs. All tests of one comparison,
 the `all` rows included, form one Holm family, so the chance that a run identical in distribution
 to its baseline shows any regression at all stays at or below alpha.
@@ -8,6 +8,7 @@ to its baseline shows any regression at all stays at or below alpha.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ class BucketComparison:
     be significant on its own, at the Holm family's first-step level alpha / m; None when no drop
     could. `underpowered`: the tolerated drop cannot be detected (mde is None or > max_drop); a
     summary should then show the MDE instead of a bare pass. `regressed`: the drop exceeds
-    max_drop and p_holm < alpha.
+    max_drop and p_holm < alpha. `inconclusive`: the drop exceeds max_drop but is not
+    significant: neither a pass nor a regression (a gate shows it as such). `level`: the Holm
+    family's first-step level the mde is computed at.
     """
 
     bucket: str
@@ -43,6 +46,19 @@ class BucketComparison:
     mde: float | None
     regressed: bool
     underpowered: bool
+    inconclusive: bool = False
+    level: float = 0.0
+
+    def pairs_needed(self) -> int | None:
+        """The fewest pairs at which the observed drop could be significant (all its discordant
+        pairs one way, at `level`); None when there is no drop."""
+        drop = 0.0 if self.delta is None else -self.delta
+        if drop <= 0 or self.level <= 0:
+            return None
+        b = 1
+        while mcnemar_exact(b, 0) >= self.level:
+            b += 1
+        return max(self.n_pairs, math.ceil(b / drop))
 
 
 def compare_buckets(
@@ -114,66 +130,8 @@ def compare_buckets(
                 # b - c is exactly base_ok - cur_ok over the shared units.
                 regressed=(b - c) / n > max_drop and adjusted[key] < alpha,
                 underpowered=mde is None or mde > max_drop,
+                inconclusive=(b - c) / n > max_drop and adjusted[key] >= alpha,
+                level=level,
             )
         )
     return out
-
-
-@dataclass(frozen=True)
-class Flip:
-    id: str
-    bucket: str
-    before_verdict: str
-    after_verdict: str
-    before_labels: tuple[str, ...]
-    after_labels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Flips:
-    """Dialogues by outcome against the baseline, each list sorted by id.
-
-    `regressed`: ok in the baseline, not ok now; `fixed`: the reverse; `still_failing`: not ok on
-    both sides. Dialogues on one side only are listed by id, never dropped silently.
-    """
-
-    regressed: list[Flip]
-    fixed: list[Flip]
-    still_failing: list[Flip]
-    only_current: list[str]
-    only_baseline: list[str]
-
-
-def item_flips(
-    current: Iterable[DialogueResult], baseline: Iterable[DialogueResult], buckets: Buckets
-) -> Flips:
-    cur = {r.id: r for r in current}
-    base = {r.id: r for r in baseline}
-    regressed: list[Flip] = []
-    fixed: list[Flip] = []
-    still: list[Flip] = []
-    for rid in sorted(cur.keys() & base.keys()):
-        now, was = cur[rid], base[rid]
-        if now.ok and was.ok:
-            continue
-        flip = Flip(
-            rid,
-            buckets.bucket_of(now.user_turns),
-            was.verdict,
-            now.verdict,
-            was.turn_labels,
-            now.turn_labels,
-        )
-        if was.ok:
-            regressed.append(flip)
-        elif now.ok:
-            fixed.append(flip)
-        else:
-            still.append(flip)
-    return Flips(
-        regressed=regressed,
-        fixed=fixed,
-        still_failing=still,
-        only_current=sorted(cur.keys() - base.keys()),
-        only_baseline=sorted(base.keys() - cur.keys()),
-    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pytest_mtmcs.analysis.buckets import ALL, Buckets
 from pytest_mtmcs.analysis.metrics import Rate
@@ -141,3 +141,15 @@ def evaluate_thresholds(
             status: Literal["pass", "breach"] = "pass" if t.passes(value) else "breach"
             out.append(ThresholdCheck(bucket, t.metric, value, rate.n, t, status))
     return out
+
+
+def thresholds_for(specs: Sequence[str], origin: str, meta: dict[str, Any]) -> list[Threshold]:
+    """The thresholds of a suite: the options' (`specs`, named by `origin`), then the suite's
+    own `[defaults] thresholds` for the (bucket, metric) cells the options do not set."""
+    found = [parse_threshold(s, origin) for s in specs]
+    covered = {(t.bucket, t.metric) for t in found}
+    for s in meta.get("defaults", {}).get("thresholds", ()) or ():
+        t = parse_threshold(s, f"suite.toml of {meta.get('name')} [defaults] thresholds")
+        if (t.bucket, t.metric) not in covered:
+            found.append(t)
+    return found

@@ -2,17 +2,25 @@
 
 `--mtmcs-model=openai:Qwen/Qwen2.5-VL-7B-Instruct --mtmcs-base-url=http://host:8000/v1`; the base
 URL may come from `OPENAI_BASE_URL` instead, and an API key (optional) from `OPENAI_API_KEY`. The
-key is sent as a Bearer token and nowhere else: not in the fingerprint (which lands in caches and
-baselines), not in reprs, not in error messages (server text is scrubbed of it too).
+key is sent as a Bearer token to the server and nowhere else: never to a proxy as its credential
+(through an `https://` tunnel the proxy does not see it at all), not in the fingerprint (which
+lands in caches and baselines), not in reprs, not in error messages (server text is scrubbed of
+it too, and of a proxy URL's password).
 
-HTTP client: our own lean HTTP/1.1 client (`backends/http_client.py`), not httpx, aiohttp or
-the `openai` SDK. We use one endpoint (`POST /chat/completions`, plus `GET /models` for the
-fingerprint), and the client's CPU per request decides how many turns one core can feed a fast
-server: measured side by side (`benchmarks/bench_http.py`, figures in `benchmarks/RESULTS.md`),
-httpx costs ~1.3-2 ms of client CPU per request, httpx2 and aiohttp several times our budget of
-0.3 ms, the SDK more than httpx; an `asyncio.Protocol` with keep-alive connections stays far
-below it. It does not speak through proxies: a proxy configured in the environment for the
-server's host is a configuration error (`NO_PROXY` fixes it), never silently bypassed.
+HTTP client: aiohttp, through `backends/http_transport.py` (one session for all replicas,
+proxies from the environment, TLS, one clear message per failure). Why aiohttp: it is the client
+vLLM's own serving benchmark drives servers with; it speaks through proxies (`HTTPS_PROXY` via a
+`CONNECT` tunnel, `HTTP_PROXY` by forwarding, `NO_PROXY`, lower-case names too), which a team
+whose CI reaches a hosted server through the company's proxy needs; and its protocol code is kept
+by others. Our own HTTP/1.1 client before it cost less CPU but refused every proxy, and a parser of
+our own was code to keep correct forever. We use one endpoint (`POST /chat/completions`, plus
+`GET /models` for the fingerprint), and the client's CPU per request decides how many turns one
+core can feed a fast server: measured side by side (`benchmarks/bench_http.py`, figures in
+`benchmarks/RESULTS.md`), this backend costs 0.16 / 0.34 ms of client CPU per text / image
+request at 256 in flight (our own client 0.10 / 0.18 ms; budget 1 ms), so one core feeds
+thousands of requests a second, far more than one vision-language model replica serves; httpx
+and the `openai` SDK cost several times more. A whole `openai:` run of 4,096 dialogues costs
+2.35x the CPU of the same run on `scripted:` (goal <= 3x; `benchmarks/bench_openai_run.py`).
 
 Concurrency: asyncio on an event loop that the backend owns in a daemon thread; `generate` submits
 the whole call to it and blocks until every request has an answer. A semaphore on that loop holds
@@ -28,13 +36,15 @@ keeps failing is set aside for a while (`backends/replicas.py`). The fingerprint
 key) names the configured set of hosts, never the replica that answered.
 
 Retries: 408, 429, 5xx, timeouts, connection errors (refused, reset, dropped without an answer,
-closed mid-body) and 200s whose body is not a chat completion (not JSON, truncated, no
-`choices[0].message.content`: proxies and overloaded servers send them) are retried up to `options.max_retries` times, with exponential backoff and full jitter (base
+closed mid-body, a proxy that cannot be reached) and 200s whose body is not a chat completion (not
+JSON, truncated, no `choices[0].message.content`: proxies and overloaded servers send them) are
+retried up to `options.max_retries` times, with exponential backoff and full jitter (base
 0.5 s, cap 20 s), never sooner than the server's `Retry-After` / `retry-after-ms` asks (that wait is
 clipped at 60 s so that a misconfigured proxy cannot stall a run). A request keeps its concurrency
 slot while it backs off: against an overloaded server that is the back-pressure we want. Other 4xx
-are not retried. Tests shrink the waits with `BackendOptions.extra`: `backoff_base_s`,
-`backoff_cap_s`, `retry_after_max_s` (and `backoff_seed` for reproducible jitter).
+(a proxy's 407 included) are not retried. Tests shrink the waits with `BackendOptions.extra`:
+`backoff_base_s`, `backoff_cap_s`, `retry_after_max_s` (and `backoff_seed` for reproducible
+jitter).
 
 Images travel as `data:` URLs (mime type sniffed from the bytes). When the settings carry a pixel
 budget (`max_pixels`), larger images are downscaled here so that every server sees the same budget
@@ -49,14 +59,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import functools
 import io
 import json
 import math
 import os
 import random
 import re
-import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -64,17 +72,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pytest_mtmcs.backends import BackendOptions, Generation
-from pytest_mtmcs.backends.http_client import (
+from pytest_mtmcs.backends.http_transport import (
     ConnectError,
-    ConnectionPool,
-    Origin,
+    Endpoint,
+    Proxy,
+    ProxyConfigError,
     RequestTimeout,
     Response,
+    Transport,
     TransportError,
-    check_no_proxy,
+    proxy_for,
+    redact_url,
 )
 from pytest_mtmcs.backends.replicas import Replica, ReplicaSet
 from pytest_mtmcs.errors import BackendError, ConfigError
@@ -161,13 +172,6 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password@ (never echo credentials embedded in a base URL)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def _one_line(text: str, limit: int = MAX_ERROR_TEXT) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -222,6 +226,10 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        # The loop's HTTP session, held here too: reachable from the running thread, it is never
+        # collected in the same pass as a backend dropped without close(), so that the backend's
+        # finalizer can still close it (see `discard`).
+        self.transport: Transport | None = None
         self._thread = threading.Thread(target=self._run, name="mtmcs-openai-loop", daemon=True)
         self._thread.start()
 
@@ -243,6 +251,26 @@ class _LoopThread:
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+
+    def discard(self) -> None:
+        """Closes the transport, then stops the loop, without waiting: for a backend dropped
+        without `close()` (this may run on any thread, the loop's own included)."""
+        transport, self.transport = self.transport, None
+
+        async def shutdown() -> None:
+            try:
+                if transport is not None:
+                    await transport.close()
+            finally:
+                self.loop.stop()
+
+        def start() -> None:
+            self._closing = self.loop.create_task(shutdown())  # a strong reference
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed already
+            pass
 
 
 class OpenAICompatBackend:
@@ -283,9 +311,18 @@ class OpenAICompatBackend:
         self._on_replica_event = on_replica_event
         hosts = sorted({urlsplit(u).netloc.rpartition("@")[2].lower() for u in urls})
         self._host = ",".join(hosts)
+        # Proxies are read from the environment once, here (see http_transport).
+        try:
+            self._endpoints = [Endpoint(u, proxy_for(u)) for u in urls]
+        except ProxyConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        self._secrets = [
+            s for s in [self._api_key, *(e.proxy.secret for e in self._endpoints if e.proxy)] if s
+        ]
         self._lock = threading.Lock()
         self._loop: _LoopThread | None = None
-        self._replicas: ReplicaSet[ConnectionPool] | None = None
+        self._transport: Transport | None = None
+        self._replicas: ReplicaSet[Endpoint] | None = None
         self._events: list[str] = []  # replica events of closed loops
         self._trips: dict[str, tuple[int, list[str], bool]] = {}
         self._sem: asyncio.Semaphore | None = None
@@ -344,15 +381,25 @@ class OpenAICompatBackend:
         if loop is None:
             return
         replicas, self._replicas, self._sem = self._replicas, None, None
+        transport, self._transport = self._transport, None
+        loop.transport = None
         if replicas is not None:
             for r in replicas.replicas:
                 if r.trips:
                     self._trips[r.shown] = (r.trips, list(r.reasons), r.restored)
+        if transport is not None:
             try:
-                loop.run(_close_pools([r.pool for r in replicas.replicas]), timeout=10)
+                loop.run(transport.close(), timeout=10)
             except Exception:  # closing is best effort; the loop goes anyway
                 pass
         loop.stop()
+
+    def __del__(self) -> None:
+        # Dropped without close(): release the loop thread and the connections anyway (else
+        # aiohttp reports an unclosed session on stderr).
+        loop = self.__dict__.get("_loop")
+        if loop is not None:
+            loop.discard()
 
     def __enter__(self) -> OpenAICompatBackend:
         return self
@@ -365,14 +412,16 @@ class OpenAICompatBackend:
     def _headers(self) -> dict[str, str]:
         from pytest_mtmcs import __version__
 
-        headers = {"User-Agent": f"pytest-mtmcs/{__version__}", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+        return {"User-Agent": f"pytest-mtmcs/{__version__}", "Accept": "application/json"}
+
+    def _secret_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _scrub(self, text: str) -> str:
         # A server or proxy may echo the request's headers in its error text.
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _encode_or_error(self, request: ChatRequest) -> list[bytes] | BackendError:
         try:
@@ -470,21 +519,23 @@ class OpenAICompatBackend:
                 self._loop = _LoopThread()
             return self._loop
 
-    def _ensure_replicas(self) -> tuple[ReplicaSet[ConnectionPool], asyncio.Semaphore]:
-        # Runs on the loop thread only, so no lock: pools and semaphore belong to that loop.
+    def _ensure_transport(self) -> Transport:
+        # Runs on the loop thread only, so no lock: the session belongs to that loop.
+        if self._transport is None:
+            self._transport = Transport(
+                headers=self._headers(),
+                secret_headers=self._secret_headers(),
+                timeout_s=self.timeout_s,
+            )
+            if self._loop is not None:
+                self._loop.transport = self._transport
+        return self._transport
+
+    def _ensure_replicas(self) -> tuple[ReplicaSet[Endpoint], asyncio.Semaphore]:
+        # Runs on the loop thread only, so no lock: replicas and semaphore belong to that loop.
         if self._replicas is None or self._sem is None:
-            headers = self._headers()
-            replicas = []
-            for url in self.base_urls:
-                origin = Origin.parse(url)
-                pool = ConnectionPool(
-                    url,
-                    headers=headers,
-                    timeout_s=self.timeout_s,
-                    ssl_context=_ssl_context() if origin.scheme == "https" else None,
-                    max_idle=self.concurrency,
-                )
-                replicas.append(Replica(redact_url(url), pool))
+            self._ensure_transport()
+            replicas = [Replica(e.shown, e) for e in self._endpoints]
             self._replicas = ReplicaSet(
                 replicas,
                 failures_to_trip=self._replica_failures,
@@ -513,7 +564,7 @@ class OpenAICompatBackend:
             await asyncio.gather(*(worker() for _ in range(workers)))
         return out
 
-    async def _one(self, request: ChatRequest, replicas: ReplicaSet[ConnectionPool]) -> Generation:
+    async def _one(self, request: ChatRequest, replicas: ReplicaSet[Endpoint]) -> Generation:
         try:
             body: list[bytes] | BackendError
             if self._needs_thread(request):
@@ -524,7 +575,7 @@ class OpenAICompatBackend:
                 body = self._encode_or_error(request)
             if isinstance(body, BackendError):
                 return body
-            return await self._post(body, replicas)
+            return await self._post(b"".join(body), replicas)
         except Exception as exc:  # a bug here must not lose the batch
             return BackendError(
                 f"openai: POST {self._shown_chat(replicas.replicas[0])}: unexpected "
@@ -538,16 +589,17 @@ class OpenAICompatBackend:
                 return True
         return False
 
-    def _shown_chat(self, replica: Replica[ConnectionPool]) -> str:
-        return f"{replica.shown}/chat/completions"
+    def _shown_chat(self, replica: Replica[Endpoint]) -> str:
+        return replica.pool.describe("/chat/completions")
 
-    async def _post(self, body: list[bytes], replicas: ReplicaSet[ConnectionPool]) -> Generation:
+    async def _post(self, body: bytes, replicas: ReplicaSet[Endpoint]) -> Generation:
         attempts = 0
         last = ""
         where = replicas.replicas[0]
-        previous: Replica[ConnectionPool] | None = None
+        previous: Replica[Endpoint] | None = None
         retry = 0
         max_retries = self.retry.max_retries
+        transport = self._ensure_transport()
         while True:
             attempts += 1
             replica = replicas.pick(previous)
@@ -557,7 +609,7 @@ class OpenAICompatBackend:
             failover = False
             replica.in_flight += 1
             try:
-                response = await replica.pool.request("POST", "/chat/completions", body)
+                response = await transport.request("POST", replica.pool, "/chat/completions", body)
             except RequestTimeout:
                 last = f"timed out after {self.timeout_s:g} s"
                 replicas.failed(replica, "timed out", started)
@@ -583,10 +635,14 @@ class OpenAICompatBackend:
                 else:
                     text = self._scrub(_server_error_text(response))
                     last = f"{status} {_reason(response)}" + (f": {text}" if text else "")
+                    verb = "returned"
+                    if response.from_proxy:
+                        last = f"the proxy answered CONNECT with {last}"
+                        verb = "failed:"
                     if not is_retryable_status(status):
                         return BackendError(
-                            f"openai: POST {self._shown_chat(replica)} returned {last} "
-                            f"(not retried){self._hint(status, text)}"
+                            f"openai: POST {self._shown_chat(replica)} {verb} {last} "
+                            f"(not retried){self._hint(response, replica.pool.proxy, text)}"
                         )
                     if status >= 500:
                         replicas.failed(replica, f"{status} {_reason(response)}", started)
@@ -624,7 +680,18 @@ class OpenAICompatBackend:
             )
         return content
 
-    def _hint(self, status: int, text: str) -> str:
+    def _hint(self, response: Response, proxy: Proxy | None, text: str) -> str:
+        status = response.status
+        if status == 407 and proxy is not None:
+            return (
+                "; the proxy asks for credentials: put them in its URL, "
+                f"{proxy.env}=http://USER:PASSWORD@HOST:PORT"
+            )
+        if response.from_proxy and proxy is not None:
+            return (
+                "; the proxy would not open a tunnel to the server: check the proxy's rules, or "
+                "add the server's host to NO_PROXY to reach it directly"
+            )
         if status in (401, 403):
             return f"; check {ENV_API_KEY} (the server's --api-key)"
         if status == 404:
@@ -640,30 +707,23 @@ class OpenAICompatBackend:
 
     def _fetch_model_card(self) -> Mapping[str, Any] | None:
         """The card for our model from `GET /models` of the first replica that answers."""
-        for url in self.base_urls:
-            card = self._loop_thread().run(self._model_card(url))
+        for endpoint in self._endpoints:
+            card = self._loop_thread().run(self._model_card(endpoint))
             if card is not None:
                 return card
         return None
 
-    async def _model_card(self, url: str) -> Mapping[str, Any] | None:
-        origin = Origin.parse(url)
-        pool = ConnectionPool(
-            url,
-            headers=self._headers(),
-            timeout_s=min(self.timeout_s, 10.0),
-            ssl_context=_ssl_context() if origin.scheme == "https" else None,
-            max_idle=0,
-        )
+    async def _model_card(self, endpoint: Endpoint) -> Mapping[str, Any] | None:
+        transport = self._ensure_transport()
         try:
-            response = await pool.request("GET", "/models")
+            response = await transport.request(
+                "GET", endpoint, "/models", timeout_s=min(self.timeout_s, 10.0)
+            )
             if response.status != 200:
                 return None
             cards = json.loads(response.body).get("data", [])
         except (TransportError, ValueError, AttributeError):
             return None
-        finally:
-            pool.close()
         for card in cards if isinstance(cards, list) else []:
             if isinstance(card, dict) and card.get("id") == self.model:
                 return {
@@ -672,25 +732,6 @@ class OpenAICompatBackend:
                     if isinstance(card.get(k), (str, int, float))
                 }
         return None
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """System CAs (honouring SSL_CERT_FILE / SSL_CERT_DIR), plus certifi's bundle if installed
-    (what httpx trusted before)."""
-    context = ssl.create_default_context()
-    try:
-        import certifi
-
-        context.load_verify_locations(certifi.where())
-    except (ImportError, OSError):
-        pass
-    return context
-
-
-async def _close_pools(pools: Sequence[ConnectionPool]) -> None:
-    for pool in pools:
-        pool.close()
 
 
 def _prepare_image(data: bytes, max_pixels: int | None, where: str) -> tuple[str, bytes]:
@@ -756,13 +797,6 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"{source}={redact_url(url)!r}: expected an http(s) URL such as http://HOST:8000/v1"
-            )
-        proxy = check_no_proxy(Origin.parse(url))
-        if proxy is not None:
-            raise ConfigError(
-                f"{source}={redact_url(url)!r}: the environment sets a proxy "
-                f"({redact_url(proxy)}) for this host, and the openai: backend does not go "
-                "through proxies; add the host to NO_PROXY to reach it directly"
             )
     if options.concurrency < 1:
         raise ConfigError(f"{CONCURRENCY_OPTION}={options.concurrency}: must be at least 1")

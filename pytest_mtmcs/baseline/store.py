@@ -24,7 +24,7 @@ from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
 
 if TYPE_CHECKING:
-    import pytest
+    pass
 
 HEADER = "__header__"
 SCHEMA = "1"
@@ -139,13 +139,15 @@ def baseline_path(root: Path, name: str, suite: str) -> Path:
     return root / name / f"{suite}.ambr"
 
 
-def read_baseline(root: Path, name: str, suite: str) -> Baseline | None:
-    path = baseline_path(root, name, suite)
-    if not path.exists():
-        return None
-    # Conflict markers, truncation, hand edits: file:line errors, never a silent partial read.
+def read_ambr(path: Path, name: str, suite: str) -> Baseline:
+    """The one reader of a baseline `.ambr` file: strictly checked line by line first
+    (conflict markers, truncation and hand edits are file:line errors, never a silent partial
+    read), then parsed; `name` and `suite` label the result."""
     check_file(path, _ENTRY)
-    collection = BaselineSerializer.read_file(str(path))
+    try:
+        collection = BaselineSerializer.read_file(str(path))
+    except Exception as exc:  # syrupy's parse errors are not typed
+        raise ConfigError(f"{path}: cannot read as a baseline file: {exc}") from None
     if collection.tainted:
         raise ConfigError(
             f"{path}: written by another baseline format version (expected "
@@ -160,6 +162,13 @@ def read_baseline(root: Path, name: str, suite: str) -> Baseline | None:
         else:
             entries[snap.name] = parse_entry(suite, snap.name, data, str(path))
     return Baseline(name, suite, path, header, entries)
+
+
+def read_baseline(root: Path, name: str, suite: str) -> Baseline | None:
+    path = baseline_path(root, name, suite)
+    if not path.exists():
+        return None
+    return read_ambr(path, name, suite)
 
 
 def write_baseline(
@@ -283,20 +292,6 @@ class BaselineSet:
         self.rewrite = rewrite
         self.broken: dict[tuple[str, str], str] = {}
         self._cache: dict[tuple[str, str], Baseline | None] = {}
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> BaselineSet:
-        from pytest_mtmcs.harness import options as opts
-
-        raw = opts.value(config, "--mtmcs-baseline") or ""
-        names = [n.strip() for n in str(raw).split(",") if n.strip()]
-        folder = opts.value(config, "--mtmcs-baseline-dir")
-        root = Path(folder) if folder else Path(config.rootpath) / "baselines"
-        if not root.is_absolute():
-            root = Path(config.rootpath) / root
-        for n in names:
-            baseline_path(root, n, "x")  # validates the name early
-        return cls(root, names, rewrite=bool(getattr(config.option, "update_snapshots", False)))
 
     @property
     def primary(self) -> str | None:

@@ -33,6 +33,7 @@ from pytest_mtmcs.judges.agreement import (
     measure,
     measure_harm,
 )
+from pytest_mtmcs.outcome.verdict import EXIT_USAGE
 
 # The rules judge's own hand-written set: what the command scores when no file is given.
 DEFAULT_LABELLED = Path(__file__).resolve().parents[1] / "judges" / "data" / "rules_labelled.jsonl"
@@ -150,7 +151,7 @@ def run_agreement(args: Any) -> int:
         )
     except MtmcsError as exc:
         print(f"pytest-mtmcs: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     start = time.perf_counter()
     try:
         judged = judge_rows(judge, rows)

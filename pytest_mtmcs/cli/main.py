@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.outcome.verdict import EXIT_USAGE
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.outcome.report import compare_main
+    from pytest_mtmcs.cli.compare import compare_main
 
     return compare_main(args)
 
@@ -64,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_import)
 
     p = sub.add_parser("compare", help="compare two result tables or baselines, offline")
-    p.add_argument("current", help="results.parquet/csv of a run, or a baseline .ambr file")
-    p.add_argument("baseline", help="the same kind of file for the earlier checkpoint")
+    p.add_argument(
+        "current",
+        help="a run's report folder (--mtmcs-report), its results.parquet/csv, or a baseline "
+        ".ambr file",
+    )
+    p.add_argument("baseline", help="the same kind of thing for the earlier checkpoint")
     p.add_argument(
         "--buckets",
         default=None,
@@ -83,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.ALPHA,
         help=f"significance level (default: {defaults.ALPHA})",
+    )
+    p.add_argument(
+        "--fail-inconclusive",
+        action="store_true",
+        help="exit 1 on an inconclusive cell too (a drop beyond --max-drop that is not "
+        "significant) (default: such cells warn, exit 0)",
     )
     p.add_argument("--out", help="folder for summary.md and report.html (default: print only)")
     p.set_defaults(func=_compare)
@@ -113,12 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit codes as pytest's (`outcome/verdict.py`): 0 passed, 1 the gate failed, 4 a usage
+    error (a bad option or input file), one line on stderr, no traceback."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a bad option (2, pytest says 4)
+        return EXIT_USAGE if exc.code not in (0, None) else 0
     try:
         return int(args.func(args))
     except MtmcsError as exc:
         print(f"pytest-mtmcs: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -307,7 +307,8 @@ def _names(values: Sequence[str] | None) -> list[str]:
 def merge_main(args: argparse.Namespace) -> int:
     from pytest_mtmcs.analysis.thresholds import parse_threshold
     from pytest_mtmcs.baseline.store import BaselineSet, baseline_path
-    from pytest_mtmcs.outcome.finish import EndOptions, RunInfo, Sources, finish
+    from pytest_mtmcs.outcome.finish import Sources, finish, merge_infos
+    from pytest_mtmcs.outcome.model import EndOptions
 
     folders = [read_folder(Path(d)) for d in args.dirs]
     for f in folders:
@@ -364,23 +365,9 @@ def merge_main(args: argparse.Namespace) -> int:
         guard=bool(recorded.get("guard")),
         root=Path.cwd(),
     )
-    run = RunInfo(
-        info={
-            "model": first.get("model"),
-            "fingerprint": first.get("fingerprint") or {},
-            "judge": first.get("judge") or {},
-        },
-        suites={name: dict(m) for name, m in (first.get("suites") or {}).items()},
-    )
-    from pytest_mtmcs.judges.cascade import summary_counts
-
-    counts = summary_counts([f.doc for f in folders])
-    if counts:
-        run.info["judge_counts"] = counts
-    for f in folders:
-        for k in run.cache:
-            run.cache[k] += int((f.doc.get("cache") or {}).get(k, 0))
-        run.model_calls += int(f.doc.get("model_calls") or 0)
+    # The shards' records have the shape of a process's run info: merged as a run merges its
+    # xdist workers' (identity from the first, counters summed).
+    run = merge_infos([f.doc for f in folders])
     transcripts = _transcripts_by_id(folders)
     notes: list[str] = []
     loader = _suite_loader(run.suites, notes)
@@ -399,12 +386,6 @@ def merge_main(args: argparse.Namespace) -> int:
     print("=" * 20 + " mtmcs safety summary " + "=" * 20)
     for line in outcome.lines:
         print(line)
-    if outcome.test_failures:
-        print(
-            f"{outcome.test_failures} dialogues are failed tests (backend errors, or item "
-            f"regressions under --mtmcs-gate={options.gate})"
-        )
-    word = "FAILED" if outcome.exit_status else "passed"
-    print(f"gate {options.gate}: {word} (exit {outcome.exit_status})")
+    print(outcome.verdict.line())
     sys.stdout.flush()
     return outcome.exit_status

@@ -1,10 +1,17 @@
-"""Ctrl-C and SIGTERM mid-run: an interrupted run ends cleanly and says what it finished.
+"""Ctrl-C, SIGTERM and runs stopped early: a run that did not finish says so, and what finished.
 
-SIGTERM (what CI runners and `timeout` send) is turned into the KeyboardInterrupt pytest already
-handles, for the session only: the previous handler is restored when the session ends. An
-interrupted run writes no baseline, no report and applies no gate (its numbers are partial); the
-summary says it was interrupted and how many dialogues finished. Finished turns are in the
-response cache (each commit is atomic), so a re-run resumes without regenerating them.
+- SIGTERM (what CI runners and `timeout` send) becomes the KeyboardInterrupt pytest already
+  handles, for the session only: the previous handler comes back when the session ends.
+- SIGINT: a process started in the background by a non-interactive shell (`pytest ... &` in a
+  script) inherits SIGINT *ignored*, and Python then installs no Ctrl-C handler of its own, so
+  `kill -INT` would do nothing. The run installs Python's handler for the session in that case
+  (and only then), so `kill -INT` stops it as Ctrl-C does.
+- A run stopped by `-x`/`--maxfail` or by a failure to build the model or judge is not an
+  interrupt: it is recorded as stopped early, with pytest's own reason.
+
+An interrupted run writes no baseline and applies no gate (its numbers are partial); the summary
+says it was interrupted and how many dialogues finished. Finished turns are in the response cache
+(each commit is atomic), so a re-run resumes without regenerating them.
 """
 
 from __future__ import annotations
@@ -16,16 +23,19 @@ from typing import Any
 
 import pytest
 
+# How the run was cut short: "Ctrl-C", "SIGTERM", or "stopped: <pytest's reason>".
 INTERRUPT_KEY = pytest.StashKey[str]()
+# The message of a usage error this plugin raised once the session had started.
+USAGE_ERROR_KEY = pytest.StashKey[str]()
 
 
 class InterruptGuard:
-    """A plugin object: installs the SIGTERM handler for the session, records interrupts."""
+    """A plugin object: installs the SIGTERM (and, where ignored, SIGINT) handlers for the
+    session, and records how a run was cut short."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Only the main thread may set handlers; xdist workers are stopped by their controller.
@@ -33,12 +43,18 @@ class InterruptGuard:
             return
         if getattr(self.config, "workerinput", None) is not None:
             return
-        self._previous = signal.signal(signal.SIGTERM, _terminate)
-        self._installed = True
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _terminate)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-        text = str(excinfo.value) or "Ctrl-C"
-        self.config.stash[INTERRUPT_KEY] = "SIGTERM" if text == "SIGTERM" else "Ctrl-C"
+        exc = excinfo.value
+        if type(exc) is KeyboardInterrupt:
+            self.config.stash[INTERRUPT_KEY] = "SIGTERM" if str(exc) == "SIGTERM" else "Ctrl-C"
+        else:
+            # pytest's Session.Interrupted and xdist's Interrupted subclass KeyboardInterrupt:
+            # a stop asked for by -x, --maxfail or a plugin, not by a signal.
+            self.config.stash.setdefault(INTERRUPT_KEY, f"stopped: {exc}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -48,28 +64,20 @@ class InterruptGuard:
         self.restore()
 
     def restore(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
-def interrupted_summary(
-    config: pytest.Config, session: pytest.Session, finished: int
-) -> list[str] | None:
-    """The summary of an interrupted run, or None when the run was not interrupted."""
-    how = config.stash.get(INTERRUPT_KEY, None)
-    if how is None:
-        return None
-    total = max(int(getattr(session, "testscollected", 0) or 0), finished)
-    return [
-        f"run INTERRUPTED ({how}): {finished} of {total} dialogues finished.",
-        "No baseline written, no report, no gate: the numbers of a partial run mean nothing.",
-        "Finished turns are in the response cache: re-run the same command to resume.",
-    ]
+def usage_error(config: pytest.Config, message: str) -> pytest.UsageError:
+    """pytest's usage error (exit code 4), remembered so the end of the run can say why it did
+    not run. `raise usage_error(config, msg)`."""
+    config.stash[USAGE_ERROR_KEY] = message
+    return pytest.UsageError(f"pytest-mtmcs: {message}")
 
 
-__all__ = ["INTERRUPT_KEY", "InterruptGuard", "interrupted_summary"]
+__all__ = ["INTERRUPT_KEY", "USAGE_ERROR_KEY", "InterruptGuard", "usage_error"]

@@ -3,6 +3,10 @@
 Dialogues are real Function items (fixtures, marks, syrupy and junitxml work on them), created
 with a shared call object, so collecting tens of thousands of them costs about what pytest pays
 for as many parametrized tests.
+
+Every dialogue item carries the `mtmcs` marker with the dialogue's suite, label, setting,
+modality, category and bucket as keyword arguments (`-m mtmcs`, `-m "mtmcs(label='unsafe')"`,
+`-m "mtmcs(bucket='6+')"`), and the same values as keywords (`-k unsafe`, `-k escalation`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,21 @@ from pytest_mtmcs.records import Dialogue, DialogueResult
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-    from pytest_mtmcs.harness.session import MtmcsSession
+    from pytest_mtmcs.harness.reporting import DialogueReports  # noqa: F401
+    from pytest_mtmcs.harness.settings import Settings  # noqa: F401
+    from pytest_mtmcs.harness.suites import SuiteStore  # noqa: F401
 
+MARKER = "mtmcs"
+MARKER_HELP = (
+    "mtmcs(suite, label, setting, modality, category, bucket): a dialogue of a safety suite; "
+    "select with -m mtmcs, or by a value, e.g. -m \"mtmcs(label='unsafe')\" or "
+    "-m \"mtmcs(bucket='6+')\""
+)
 DIALOGUE_KEY = pytest.StashKey[Dialogue]()
 RESULT_KEY = pytest.StashKey[DialogueResult]()
-SESSION_KEY = pytest.StashKey["MtmcsSession"]()
+SETTINGS_KEY = pytest.StashKey["Settings"]()
+SUITES_KEY = pytest.StashKey["SuiteStore"]()
+REPORTS_KEY = pytest.StashKey["DialogueReports"]()
 # The folders of the suite.toml files found under the test paths, collected or not (a suite that
 # fails to load is still "seen": given again with --mtmcs-suite, it must not be loaded twice).
 SUITE_FOLDERS_KEY = pytest.StashKey[set[Path]]()
@@ -35,8 +49,7 @@ class DialogueFailure(Exception):
 
 def mtmcs_dialogue(request: pytest.FixtureRequest) -> None:
     """Grades one dialogue of a safety suite (the model ran in setup)."""
-    item = request.node
-    request.config.stash[SESSION_KEY].check(item)
+    request.config.stash[REPORTS_KEY].check(request.node)
 
 
 class SuiteCollector(pytest.File):
@@ -54,12 +67,16 @@ class SuiteCollector(pytest.File):
         return node
 
     def collect(self) -> Iterator[pytest.Item]:
-        session: MtmcsSession = self.config.stash[SESSION_KEY]
+        from pytest_mtmcs.analysis.buckets import Buckets
+
+        store = self.config.stash[SUITES_KEY]
         if not self.spec:
             self.spec = shown_path(self.config, self.path.parent)
             self.where = str(Path(self.spec) / "dialogues.jsonl")
-        suite = session.load_suite(self.spec)
+        suite = store.load(self.spec, str(self.path) if self.path.name == "suite.toml" else None)
+        buckets = Buckets.parse(store.bucket_spec(suite.name))
         fixtureinfo = None
+        marks: dict[tuple[str, ...], Any] = {}
         for line, dialogue in enumerate(suite.dialogues, start=1):
             item = DialogueItem.from_parent(
                 self,
@@ -69,6 +86,28 @@ class SuiteCollector(pytest.File):
             )
             fixtureinfo = item._fixtureinfo
             item.stash[DIALOGUE_KEY] = dialogue
+            bucket = buckets.bucket_of(dialogue.user_turns)
+            values = (
+                suite.name,
+                dialogue.label,
+                dialogue.setting,
+                dialogue.modality,
+                dialogue.category,
+                bucket,
+            )
+            mark = marks.get(values)
+            if mark is None:  # one mark object per combination: thousands of items share it
+                mark = marks[values] = pytest.mark.mtmcs(
+                    **dict(
+                        zip(
+                            ("suite", "label", "setting", "modality", "category", "bucket"),
+                            values,
+                            strict=True,
+                        )
+                    )
+                ).mark
+            item.own_markers.append(mark)
+            item.keywords[MARKER] = mark
             item.extra_keyword_matches.update(
                 {dialogue.setting, dialogue.label, dialogue.modality, dialogue.category, suite.name}
             )
@@ -112,6 +151,17 @@ def fresh_specs(config: pytest.Config, specs: Iterable[str]) -> list[str]:
     return kept
 
 
+def collect_specs(session: pytest.Session, specs: Iterable[str]) -> list[pytest.Item]:
+    """Collects `--mtmcs-suite` specs as suite collectors under the session."""
+    items: list[pytest.Item] = []
+    for spec in specs:
+        prefix, sep, rest = spec.partition(":")
+        path = Path(rest if sep and len(prefix) > 1 else spec)
+        collector = SuiteCollector.for_spec(session, spec, path)
+        items.extend(session.genitems(collector))
+    return items
+
+
 def shown_path(config: pytest.Config, path: Path) -> str:
     """The folder relative to where pytest was started, when below it: messages stay short."""
     try:
@@ -123,10 +173,15 @@ def shown_path(config: pytest.Config, path: Path) -> str:
 class DialogueItem(pytest.Function):
     lineno: int = 0
 
+    @property
+    def spec(self) -> str:
+        """The spec its suite was loaded from (a suite folder or an importer spec)."""
+        return str(getattr(self.parent, "spec", ""))
+
     def setup(self) -> None:
         super().setup()
         # Generation happens here so that a backend failure is reported as an ERROR.
-        self.config.stash[SESSION_KEY].run_item(self)
+        self.config.stash[REPORTS_KEY].setup(self)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         where = getattr(self.parent, "where", "") or str(self.path)

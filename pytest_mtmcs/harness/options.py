@@ -240,6 +240,22 @@ OPTIONS: tuple[Opt, ...] = (
         metavar="X",
     ),
     Opt(
+        "--mtmcs-fail-inconclusive",
+        "fail the gate on an inconclusive bucket cell too: one whose drop exceeds "
+        "--mtmcs-max-drop without being significant (default: off: such a cell is shown as "
+        "inconclusive with what would decide it, and the run passes)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
+        "--mtmcs-allow-missing-suite",
+        "a suite of this run that a named baseline has no results for is reported as new "
+        "instead of stopping the run (default: off: it is a usage error, since the gate could "
+        "not compare it)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
         "--mtmcs-allow-mismatch",
         "compare with a baseline recorded with another judge, suite "
         "or decoding settings, with a warning (default: refuse)",

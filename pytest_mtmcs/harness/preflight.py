@@ -1,10 +1,11 @@
 """What stops a run cleanly instead of with a traceback, at each stage where it can fail.
 
-- Before anything runs: `check_specs` at configure time (options only, nothing built, nothing
-  heavy imported): the model backend and the judge must be able to exist, e.g. an `openai:` model
-  or judge model needs a base URL; `check_outputs` once dialogues are collected: the response
-  cache, the report folder and the named baselines must be usable. Either raises `ConfigError`
-  naming the option (and the environment variable) that would fix it.
+- Before anything runs: `Settings.from_config` at configure time (options only, nothing built,
+  nothing heavy imported) and `check_output_paths`; `check_before_running` once dialogues are
+  collected: the report folder, the named baselines (they exist, hold every suite of the run and
+  read cleanly) and the response cache must be usable. Each raises `ConfigError` naming the
+  option (and the environment variable) that would fix it; the plugin turns it into pytest's
+  usage error (exit code 4).
 - At the first dialogue: `building` turns a backend or judge that fails to build into that
   dialogue's failure and stops the run.
 - At the end: `EndOfRunFailed` turns an OSError or one of our errors while aggregating, gating,
@@ -15,51 +16,30 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_mtmcs.baseline.store import BaselineSet
 from pytest_mtmcs.errors import ConfigError, MtmcsError
-from pytest_mtmcs.harness import options as opts
+from pytest_mtmcs.harness.resources import Resources
+from pytest_mtmcs.harness.settings import Settings
 
-ENV_BASE_URL = "OPENAI_BASE_URL"
-MODEL_JUDGES = ("rubric", "safe-unsafe", "guard")
 BUILD_ERROR_KEY = pytest.StashKey[str]()
 
 
-def check_specs(session: Any) -> None:
-    """The model and judge specs against the options that build them; raises ConfigError."""
-    config = session.config
-    model = session.model_spec
-    if model:
-        prefix = model.split(":", 1)[0]
-        if prefix == "openai" and not (
-            opts.value(config, "--mtmcs-base-url") or os.environ.get(ENV_BASE_URL)
-        ):
-            raise ConfigError(
-                f"--mtmcs-model={model}: the OpenAI-compatible server needs a base URL: pass "
-                f"--mtmcs-base-url=http://HOST:8000/v1 or set {ENV_BASE_URL}"
-            )
-    judge = str(opts.value(config, "--mtmcs-judge") or "")
-    _check_judge(judge, session)
-    # Output folders, without creating anything (configure time also serves --help): a path
-    # under a file, or a folder that cannot be written, fails now rather than at the end of the
-    # run (the report) or at the first dialogue (the cache). Checked on the xdist controller too,
-    # which writes the report but never collects.
-    report = opts.value(config, "--mtmcs-report")
-    if report:
-        _check_creatable(_under_root(config, str(report)), "--mtmcs-report", folder=True)
-    cache = opts.value(config, "--mtmcs-cache")
-    if cache and not opts.value(config, "--mtmcs-no-cache"):
-        _check_creatable(Path(str(cache)), "--mtmcs-cache", folder=False)
-
-
-def _under_root(config: Any, path: str) -> Path:
-    folder = Path(path)
-    return folder if folder.is_absolute() else Path(config.rootpath) / folder
+def check_output_paths(settings: Settings) -> None:
+    """Output folders, without creating anything (configure time also serves --help): a path
+    under a file, or a folder that cannot be written, fails now rather than at the end of the
+    run (the report) or at the first dialogue (the cache). Checked on the xdist controller too,
+    which writes the report but never collects."""
+    if settings.report_dir is not None:
+        _check_creatable(settings.report_dir, "--mtmcs-report", folder=True)
+    if settings.cache_path and not settings.no_cache:
+        _check_creatable(Path(settings.cache_path), "--mtmcs-cache", folder=False)
 
 
 def _check_creatable(path: Path, option: str, *, folder: bool) -> None:
@@ -80,33 +60,25 @@ def _check_creatable(path: Path, option: str, *, folder: bool) -> None:
         raise ConfigError(f"{option}={path}: cannot be created: {parent} is not writable")
 
 
-def _check_judge(spec: str, session: Any) -> None:
-    name, _, rest = spec.partition(":")
-    if name == "cascade":
-        # cascade:LOCAL,MODEL_JUDGE: both halves are judge specs of their own.
-        for part in rest.split(",", 1):
-            if part.strip() and part.strip().partition(":")[0] != "cascade":
-                _check_judge(part.strip(), session)
-        return
-    if name in MODEL_JUDGES:
-        from pytest_mtmcs.judges.model_judges import check_judge_spec
-
-        check_judge_spec(name, rest, session.backend_options("--mtmcs-judge-base-url"))
-
-
-def check_outputs(session: Any) -> None:
-    """The cache and the report folder can be written: raises ConfigError naming the option."""
-    config = session.config
-    report = opts.value(config, "--mtmcs-report")
-    if report and not getattr(config, "workerinput", None):
-        _check_writable_folder(_under_root(config, str(report)), "--mtmcs-report")
-    _check_baselines(session)
-    if opts.value(config, "--mtmcs-no-cache"):
+def check_before_running(
+    settings: Settings,
+    baselines: BaselineSet,
+    resources: Resources,
+    suites: Iterable[str],
+    *,
+    writes_report: bool,
+) -> None:
+    """Once dialogues are collected, before any model runs: the report folder can be written,
+    every named baseline exists and has every collected suite (or the user said it may lack
+    one) and reads cleanly, and the response cache opens. Raises ConfigError naming the option."""
+    if settings.report_dir is not None and writes_report:
+        _check_writable_folder(settings.report_dir, "--mtmcs-report")
+    check_baselines(settings, baselines, sorted(suites))
+    if settings.no_cache:
         return
     try:
-        # Opened here rather than at the first dialogue: the session keeps it for the run.
-        if session._cache is None:
-            session._cache = session._open_cache()
+        # Opened here rather than at the first dialogue: the process keeps it for the run.
+        resources.cache  # noqa: B018
     except MtmcsError as exc:
         raise ConfigError(f"{exc}") from None
     except OSError as exc:
@@ -115,48 +87,97 @@ def check_outputs(session: Any) -> None:
         ) from None
 
 
-def _check_baselines(session: Any) -> None:
-    """Every named baseline of every collected suite reads cleanly (conflict markers, truncation,
-    hand edits are file:line errors), before any model runs. Under --snapshot-update a broken
-    primary baseline is replaced, unless the run is partial and would have to merge into it."""
-    baselines = session.baselines()
+def check_baselines(settings: Settings, baselines: BaselineSet, suites: list[str]) -> None:
+    """Every named baseline exists and holds every suite of the run, and each file reads
+    cleanly (conflict markers, truncation, hand edits are file:line errors).
+
+    Recording (--snapshot-update) may create the first name, or add a suite to it; a broken
+    primary baseline is then replaced, unless the run is partial and would have to merge into it.
+    A baseline name that does not exist is a usage error naming those that do: a typo must not
+    turn the regression gate off."""
     if not baselines.names:
         return
-    c = session.config
-    partial = bool(c.option.keyword or c.option.markexpr) or any("::" in str(a) for a in c.args)
-    for suite in sorted(session.suite_meta):
-        for name in baselines.names:
-            baselines.get(name, suite)
+    root = baselines.root
+    existing = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for i, name in enumerate(baselines.names):
+        recording = settings.updating and i == 0
+        if not (root / name).is_dir():
+            if recording:
+                continue
+            where = f" in {root}" if existing else f": {root} holds no baselines"
+            known = f"; baselines{where}: {', '.join(existing)}" if existing else where
+            raise ConfigError(
+                f"--mtmcs-baseline={name}: no such baseline{known}. To record it, run with "
+                f"--snapshot-update --mtmcs-baseline={name}"
+            )
+        for suite in suites:
+            b = baselines.get(name, suite)
             broken = baselines.broken.get((name, suite))
-            if broken and partial:
+            if broken and settings.partial:
                 raise ConfigError(
                     f"{broken}. A partial run (-k, -m or node ids) cannot merge into it: "
                     "re-record the whole suite with --snapshot-update"
                 )
+            if b is None and not broken and not recording and not settings.allow_missing_suite:
+                has = sorted(p.stem for p in (root / name).glob("*.ambr"))
+                raise ConfigError(
+                    f"--mtmcs-baseline={name}: the baseline has no results for suite {suite} "
+                    f"(it has: {', '.join(has) or 'none'}); the gate cannot compare that suite. "
+                    f"Record it with --snapshot-update --mtmcs-baseline={name}, or pass "
+                    "--mtmcs-allow-missing-suite to report the suite as new"
+                )
 
 
-def outputs_or_usage_error(session: Any) -> None:
-    """`check_outputs`, its ConfigError turned into pytest's usage error (exit code 4)."""
-    try:
-        check_outputs(session)
-    except ConfigError as exc:
-        raise pytest.UsageError(f"pytest-mtmcs: {exc}") from None
+def check_collected(runner: Any, dialogues: list[Any]) -> None:
+    """Once the dialogues to run are known (after -k/-m deselection): a model is set, buckets
+    and thresholds fit each suite, the outputs and baselines are usable, and the model and judge
+    build (a model folder that does not exist, an unknown tiny: name, a judge that cannot be
+    built). Raises the MtmcsError that says what is wrong; nothing has run yet."""
+    from pytest_mtmcs.analysis.buckets import Buckets
+    from pytest_mtmcs.analysis.thresholds import thresholds_for, validate_thresholds
+    from pytest_mtmcs.harness.items import DIALOGUE_KEY
+
+    settings, store = runner.settings, runner.suites
+    if not settings.model:
+        raise ConfigError(
+            "dialogues were collected but no model is set: pass --mtmcs-model=SPEC (e.g. "
+            "tiny:qwen2.5-vl, hf:PATH, openai:MODEL) or set mtmcs_model in "
+            "[tool.pytest.ini_options]; or deselect them (-m 'not mtmcs') to run only the "
+            "other tests"
+        )
+    for name, meta in store.meta.items():
+        try:
+            validate_thresholds(
+                thresholds_for(settings.thresholds, settings.threshold_origin, meta.as_dict()),
+                Buckets.parse(store.bucket_spec(name)),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"suite {name}: {exc}") from None
+    suites = sorted({i.stash[DIALOGUE_KEY].suite for i in dialogues})
+    check_before_running(
+        settings,
+        runner.primary.baselines,
+        runner.resources,
+        suites,
+        writes_report=not settings.is_worker,
+    )
+    runner.build()
 
 
 @contextmanager
-def building(session: Any, item: Any) -> Iterator[None]:
+def building(config: pytest.Config, item: Any) -> Iterator[None]:
     """Around building the backend and judge at the first dialogue: a failure (a model folder
     that does not exist, a judge that cannot be built) fails that dialogue with the message
     alone, every later one with the same message at once (nothing is rebuilt, nothing graded),
     and stops the run after it."""
-    failed = session.config.stash.get(BUILD_ERROR_KEY, None)
+    failed = config.stash.get(BUILD_ERROR_KEY, None)
     if failed is None:
         try:
             yield
             return
         except MtmcsError as exc:
-            failed = session.config.stash[BUILD_ERROR_KEY] = str(exc)
-        item.session.shouldstop = f"pytest-mtmcs: cannot build the model or judge: {failed}"
+            failed = config.stash[BUILD_ERROR_KEY] = str(exc)
+        item.session.shouldfail = f"pytest-mtmcs: cannot build the model or judge: {failed}"
     # `from None`: the build error is the message; its stack, and ours, are of no use here.
     raise pytest.fail.Exception(
         f"pytest-mtmcs: cannot build the model or judge: {failed}\n"
@@ -199,12 +220,10 @@ def _os_reason(exc: OSError) -> str:
 
 class EndOfRunFailed:
     """Around the end of the run (aggregate, gate, report, baseline): an OSError (a full disk, a
-    report folder that went away) or one of our errors becomes the summary and a failed run,
-    never an internal traceback after every dialogue has run."""
+    report folder that went away) or one of our errors is caught and kept as `error`, the text
+    the summary shows, never an internal traceback after every dialogue has run."""
 
-    def __init__(self, mtmcs_session: Any, session: Any) -> None:
-        self.mtmcs = mtmcs_session
-        self.session = session
+    def __init__(self) -> None:
         self.error: str | None = None
 
     def __enter__(self) -> EndOfRunFailed:
@@ -218,15 +237,13 @@ class EndOfRunFailed:
             where = f" ({exc.filename})" if exc.filename else ""
             text = f"{_os_reason(exc)}{where}"
         self.error = text
-        self.mtmcs.summary_lines = [
-            f"END OF RUN FAILED: {text}",
-            "The dialogues' own outcomes above stand; the gate, the report and any baseline "
-            "update did not complete. Fix the cause and re-run: finished turns come from the cache.",
-        ]
-        self.mtmcs.gate_failed = True
-        if self.session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-            self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return True
 
 
-__all__ = ["EndOfRunFailed", "building", "check_outputs", "check_specs", "outputs_or_usage_error"]
+__all__ = [
+    "EndOfRunFailed",
+    "building",
+    "check_baselines",
+    "check_before_running",
+    "check_output_paths",
+]

@@ -71,3 +71,27 @@ class PartitionScheduling(EachScheduling):
                     node.send_runtest_some(list(pending))
                 node.shutdown()
             self._started.append(node)
+
+
+class XdistHooks:
+    """Controller hooks that exist only when pytest-xdist is installed."""
+
+    def __init__(self, controller: Any) -> None:
+        self.controller = controller
+
+    def pytest_xdist_make_scheduler(self, config: Any, log: Any) -> Any:
+        if config.getvalue("dist") != "load":
+            return None
+        return PartitionScheduling(config, log)
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if node.config.getvalue("dist") == "load":
+            node.workerinput["mtmcs_partition"] = True
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        output = getattr(node, "workeroutput", {})
+        out = dict(output.get("mtmcs") or {})
+        if output.get("mtmcs_usage_error"):
+            out["mtmcs_usage_error"] = output["mtmcs_usage_error"]
+        if out:
+            self.controller.worker_finished(out)

@@ -1,5 +1,5 @@
 """The judge `ngram`: a small linear classifier over hashed n-grams of the reply, trained on
-human-labelled replies of real chat models (`python -m pytest_mtmcs.judges.ngram_training`).
+human-labelled replies of real chat models (`python -m pytest_mtmcs.judges.train`).
 
 It decides both axes (DESIGN.md, Grading). Four logistic heads share one hashed feature space:
 - head `compliance`: does the reply give what was asked (compliance) or not (refusal or
@@ -485,14 +485,14 @@ class NgramModel:
         if not cfg_path.exists() or not w_path.exists():
             raise ConfigError(
                 f"the ngram judge's artefact is missing ({cfg_path.name}, {w_path.name}); "
-                "train it with `python -m pytest_mtmcs.judges.ngram_training`"
+                "train it with `python -m pytest_mtmcs.judges.train`"
             )
         try:
             return cls(json.loads(cfg_path.read_text(encoding="utf-8")), read_safetensors(w_path))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ConfigError(
                 f"{directory}: not a readable ngram artefact ({type(exc).__name__}: {exc}); "
-                "retrain it with `python -m pytest_mtmcs.judges.ngram_training`"
+                "retrain it with `python -m pytest_mtmcs.judges.train`"
             ) from None
 
     def logits(self, reply: str, prompt: str) -> tuple[float, float]:
@@ -639,7 +639,7 @@ class NgramJudge:
 
 def create(rest: str, options: Any = None) -> NgramJudge:
     """`ngram`: the shipped artefact; `ngram:DIR`: an artefact trained into DIR
-    (`python -m pytest_mtmcs.judges.ngram_training --out DIR`, e.g. on a team's own labelled replies). Its
+    (`python -m pytest_mtmcs.judges.train --out DIR`, e.g. on a team's own labelled replies). Its
     artefact hash is part of the judge's identity, so baselines recorded with another artefact are
     refused or re-judged, and the summary says it has not been measured until its datasheet is
     recorded (`pytest-mtmcs judge-agreement --judge ngram:DIR --record`)."""
@@ -652,6 +652,6 @@ def create(rest: str, options: Any = None) -> NgramJudge:
         raise ConfigError(
             f"--mtmcs-judge=ngram:{rest}: {directory} {where}; an ngram artefact folder holds "
             f"{ARTEFACT_STEM}.json and {ARTEFACT_STEM}.safetensors, written by "
-            f"`python -m pytest_mtmcs.judges.ngram_training --out {rest}`"
+            f"`python -m pytest_mtmcs.judges.train --out {rest}`"
         )
     return NgramJudge(directory=directory.resolve())

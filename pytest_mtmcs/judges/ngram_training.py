@@ -1,4 +1,4 @@
-"""Train the `ngram` judge: `python -m pytest_mtmcs.judges.ngram_training [--data DIR] [--out DIR]`.
+"""Train the `ngram` judge: `python -m pytest_mtmcs.judges.train [--data DIR] [--out DIR]`.
 
 Reads the human-labelled replies of the dev split (`DIR/dev.jsonl`, generated from the data
 folder's per-source files when missing; English rows; binary sources
@@ -712,7 +712,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
         "calibration": calibration,
         **({"harm_mode": cfg.harm_mode} if cfg.harm else {}),
         "training": {
-            "command": "python -m pytest_mtmcs.judges.ngram_training",
+            "command": "python -m pytest_mtmcs.judges.train",
             "l2": cfg.l2,
             "l2_redirect": cfg.l2_redirect,
             "iters": cfg.iters,
@@ -851,9 +851,7 @@ def print_report(report: dict[str, dict[str, float]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m pytest_mtmcs.judges.ngram_training", description=__doc__
-    )
+    p = argparse.ArgumentParser(prog="python -m pytest_mtmcs.judges.train", description=__doc__)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled data folder")
     p.add_argument("--out", type=Path, default=ngram.DATA_DIR, help="artefact folder")
     mode = p.add_mutually_exclusive_group()

@@ -6,8 +6,8 @@ controller, from the plain data its workers sent) and by `pytest-mtmcs merge` (f
 folders of N shards). No pytest object enters it: a session and a merge that hand it the same rows
 and options get the same summary, the same report files and the same baseline files.
 
-Modules at the end of a run form a line: session / merge -> finish -> aggregate, summary, report,
-baseline_update -> outcome (plain objects). Nothing here imports the session.
+Modules at the end of a run form a line: harness controller / cli merge -> finish -> gate,
+terminal, report, record -> model (plain objects). Nothing here imports the harness.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs import defaults
-from pytest_mtmcs.analysis.buckets import DEFAULT, Buckets
-from pytest_mtmcs.outcome.gate import Gate, aggregate_suite
-from pytest_mtmcs.outcome.model import RunOutcome, SuiteOutcome
-from pytest_mtmcs.outcome.shards import Shard
+from pytest_mtmcs.analysis.buckets import Buckets, bucket_spec
+from pytest_mtmcs.analysis.flips import flip_of
+from pytest_mtmcs.outcome.gate import aggregate_suite
+from pytest_mtmcs.outcome.model import EndOptions, RunOutcome, SuiteOutcome
+from pytest_mtmcs.outcome.verdict import GateVerdict, decide, not_run
 from pytest_mtmcs.records import DialogueResult
 
 if TYPE_CHECKING:
@@ -30,63 +30,6 @@ if TYPE_CHECKING:
     from pytest_mtmcs.records import Dialogue
 
 CACHE_KEYS = ("hits", "misses", "writes")
-
-
-@dataclass(frozen=True)
-class EndOptions:
-    """The options the end of a run reads, resolved (command line > ini > built-in default)."""
-
-    gate: str = defaults.GATE
-    max_drop: float = defaults.MAX_DROP
-    alpha: float = defaults.ALPHA
-    allow_mismatch: bool = False
-    rejudge: bool = False
-    max_judge_errors: int = defaults.MAX_JUDGE_ERRORS
-    thresholds: tuple[str, ...] = ()
-    threshold_origin: str = "--mtmcs-threshold"
-    # --mtmcs-buckets; None: the suite's [defaults] buckets, else the built-in default.
-    buckets: str | None = None
-    # Record the first baseline name (--snapshot-update / merge --update-baseline).
-    update_baseline: bool = False
-    # Only some of the suite's dialogues ran (-k, -m, node ids): a recorded baseline is merged
-    # into the stored one instead of replacing it.
-    partial: bool = False
-    baseline_transcripts: bool = False
-    report_dir: str | None = None
-    guard: bool = False
-    # Paths in summary lines are shown relative to this folder (pytest's rootdir).
-    root: Path | None = None
-    # This run is one shard of N: numbers are partial, nothing gates on buckets, no baseline.
-    shard: Shard | None = None
-
-    def recorded(self) -> dict[str, Any]:
-        """The options a merge of shards must agree on and takes as its defaults."""
-        return {
-            "gate": self.gate,
-            "max_drop": self.max_drop,
-            "alpha": self.alpha,
-            "allow_mismatch": self.allow_mismatch,
-            "max_judge_errors": self.max_judge_errors,
-            "thresholds": list(self.thresholds),
-            "threshold_origin": self.threshold_origin,
-            "buckets": self.buckets,
-            "partial": self.partial,
-            "guard": self.guard,
-        }
-
-    def gate_options(self) -> Gate:
-        return Gate(
-            gate=self.gate,
-            max_drop=self.max_drop,
-            alpha=self.alpha,
-            allow_mismatch=self.allow_mismatch,
-            rejudge=self.rejudge,
-            max_judge_errors=self.max_judge_errors,
-            thresholds=self.thresholds,
-            threshold_origin=self.threshold_origin,
-            updating=self.update_baseline,
-            guard=self.guard,
-        )
 
 
 @dataclass(frozen=True)
@@ -112,6 +55,8 @@ class RunInfo:
     suites: dict[str, dict[str, Any]]
     cache: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CACHE_KEYS, 0))
     model_calls: int = 0
+    # Dialogue tests selected to run, per suite (every process sees the whole selection).
+    selected: dict[str, int] = field(default_factory=dict)
 
 
 def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
@@ -127,6 +72,8 @@ def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
         for k in CACHE_KEYS:
             out.cache[k] += int((i.get("cache") or {}).get(k, 0))
         out.model_calls += int(i.get("model_calls", 0))
+        for name, n in (i.get("selected") or {}).items():
+            out.selected[name] = max(out.selected.get(name, 0), int(n))
     # Replicas of an openai: backend set aside during the run (every process's own lines).
     replicas = [line for i in infos for line in (i.get("replicas") or ())]
     # A cascade judge's counts (replies judged, escalated, failed there): every process's own.
@@ -139,40 +86,26 @@ def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
     return out
 
 
-def bucket_spec(options: EndOptions, meta: Mapping[str, Any]) -> str:
-    if options.buckets:
-        return options.buckets
-    spec = (meta.get("defaults") or {}).get("buckets")
-    return str(spec) if spec else DEFAULT
-
-
-def flip_of(result: DialogueResult, ok_before: bool | None) -> str:
-    """`regressed`, `fixed`, `still_failing`, `new` (no baseline entry), `same` or `error`."""
-    if result.verdict == "error":
-        return "error"
-    if ok_before is None:
-        return "new"
-    if ok_before and not result.ok:
-        return "regressed"
-    if not ok_before and result.ok:
-        return "fixed"
-    if not ok_before and not result.ok:
-        return "still_failing"
-    return "same"
-
-
-def count_failed_tests(results: Iterable[DialogueResult], baselines: BaselineSet, gate: str) -> int:
-    """Dialogues a pytest run reports as failed tests: backend errors, and under the items gate
-    regressions (or, without a baseline entry, any not-ok dialogue)."""
+def count_failed_tests(suites: Sequence[SuiteOutcome], options: EndOptions) -> int:
+    """Dialogues a pytest run reports as failed tests: backend errors, judge errors (unless
+    --mtmcs-max-judge-errors tolerates some), and under the items gate regressions (or, with no
+    baseline entry, any not-ok dialogue). A merge of shards counts them here; pytest counts its
+    own. Flips are the one rule's (`analysis.flips.flip_of`) against the primary baseline as
+    compared."""
     n = 0
-    for r in results:
-        if r.verdict == "error":
-            n += 1
-            continue
-        if r.ok or gate not in ("items", "both"):
-            continue
-        if flip_of(r, baselines.ok_before(r.suite, r.id)) in ("regressed", "new"):
-            n += 1
+    items = options.gate in ("items", "both")
+    for s in suites:
+        primary = s.baselines[0] if s.baselines else None
+        compared = primary is None or not primary.refused
+        before = {r.id: r for r in (primary.results or [])} if primary is not None else {}
+        for r in s.results:
+            if r.verdict == "error" or (
+                r.verdict == "judge_error" and not options.max_judge_errors
+            ):
+                n += 1
+            elif items and not r.ok:
+                if flip_of(r, before.get(r.id), compared=compared) in ("regressed", "new"):
+                    n += 1
     return n
 
 
@@ -191,20 +124,18 @@ def finish(
     for r in rows:
         by_suite[r.suite].append(r)
     info = run.info
-    gate = options.gate_options()
     shard = options.shard
     rejudge = _rejudger(sources) if options.rejudge else None
-    extra_lines: list[str] = []
     suites: list[SuiteOutcome] = []
     for name in sorted(by_suite):
         results = sorted(by_suite[name], key=lambda r: r.id)
         meta = dict(suites_meta.get(name) or {"name": name, "defaults": {}})
-        buckets = Buckets.parse(bucket_spec(options, meta))
-        agg = aggregate_suite(name, results, meta, buckets, info, baselines, gate, rejudge)
-        suites.append(agg.outcome)
-        extra_lines.extend(agg.lines)
+        buckets = Buckets.parse(bucket_spec(options.buckets, meta.get("defaults")))
+        suites.append(
+            aggregate_suite(name, results, meta, buckets, info, baselines, options, rejudge)
+        )
 
-    lines: list[str] = []
+    recorded_lines: list[str] = []
     files: list[Path] = []
     if options.update_baseline and baselines.primary and shard is None:
         from pytest_mtmcs.outcome.record import update_baselines
@@ -218,13 +149,15 @@ def finish(
             transcripts=options.baseline_transcripts,
             shown_from=options.root,
         )
-        lines.extend(recorded.lines)
+        recorded_lines.extend(recorded.lines)
         files.extend(recorded.files)
+    test_failures = count_failed_tests(suites, options)
+    verdict = gate_verdict(suites, options, test_failures)
     lines = (
         format_outcome(suites, info, run.cache, run.model_calls, gate=options.gate, shard=shard)
         + [str(line) for line in info.get("replicas") or ()]
-        + extra_lines
-        + lines
+        + [note for s in suites for note in s.notes]
+        + recorded_lines
     )
     report_dir = None
     if options.report_dir:
@@ -235,11 +168,12 @@ def finish(
             suites,
             info,
             baselines,
+            verdict,
             dialogues=sources.dialogues,
             transcripts=sources.transcripts,
             shard=shard,
         )
-        lines.append(f"report written to {report_dir}")
+        lines.append(f"report written to {_shown(report_dir, options.root)}")
         if shard is not None:
             from pytest_mtmcs.outcome.shards import write_shard_files
 
@@ -249,20 +183,48 @@ def finish(
                 [r for s in suites for r in s.results],
                 shard_record(run, suites_meta, options, baselines),
             )
-    failed = any(s.failures for s in suites)
-    if shard is not None:
-        # A shard's per-bucket numbers are partial: they neither pass nor fail a gate.
-        failed = False
     return RunOutcome(
         lines=lines,
-        failed=failed,
+        verdict=verdict,
         suites=suites,
-        test_failures=count_failed_tests(
-            (r for s in suites for r in s.results), baselines, options.gate
-        ),
+        test_failures=test_failures,
         report_dir=report_dir,
         baseline_files=files,
     )
+
+
+def gate_verdict(
+    suites: Sequence[SuiteOutcome], options: EndOptions, test_failures: int
+) -> GateVerdict:
+    """The run's verdict from its suites' failures, inconclusive cells and failed tests."""
+    if options.shard is not None:
+        # A shard's per-bucket numbers are partial: they neither pass nor fail a gate.
+        return not_run(
+            f"{options.shard.words}",
+            "merge the shards' report folders with pytest-mtmcs merge",
+            failed=False,
+        )
+    failures = [f"{s.suite}: {f}" if len(suites) > 1 else f for s in suites for f in s.failures]
+    if test_failures:
+        failures.append(
+            f"{test_failures} dialogue tests failed or errored (backend or judge errors"
+            + (", item regressions" if options.gate in ("items", "both") else "")
+            + ")"
+        )
+    checked = list(dict.fromkeys(c for s in suites for c in s.checked))
+    if not checked:
+        checked = ["report only (no baseline compared, no thresholds)"]
+    inconclusive = [c for s in suites for c in s.inconclusive]
+    return decide(failures, inconclusive, checked, fail_inconclusive=options.fail_inconclusive)
+
+
+def _shown(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def shard_record(

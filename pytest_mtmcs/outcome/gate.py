@@ -1,67 +1,27 @@
 """One suite's outcome from its result rows: metrics, thresholds, baseline comparisons, gate
-failures. Pure: plain data in (results, suite metadata, baselines, options), a `SuiteOutcome`
-out; called by `finish`, once per suite."""
+failures and inconclusive cells. Pure: plain data in (results, suite metadata, baselines,
+options), a `SuiteOutcome` out; called by `finish`, once per suite."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs import defaults
-from pytest_mtmcs.analysis.buckets import Buckets
-from pytest_mtmcs.analysis.comparison import compare_buckets, item_flips
+from pytest_mtmcs.analysis.buckets import ALL, Buckets
+from pytest_mtmcs.analysis.comparison import BucketComparison, compare_buckets
+from pytest_mtmcs.analysis.flips import item_flips
 from pytest_mtmcs.analysis.metrics import bucket_tables
-from pytest_mtmcs.analysis.thresholds import Threshold, evaluate_thresholds, parse_threshold
-from pytest_mtmcs.outcome.model import BaselineComparison, SuiteOutcome, run_header
+from pytest_mtmcs.analysis.thresholds import evaluate_thresholds, thresholds_for
+from pytest_mtmcs.baseline.comparable import comparability
+from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.outcome.model import BaselineComparison, EndOptions, SuiteOutcome, run_header
 from pytest_mtmcs.records import DialogueResult
 
 if TYPE_CHECKING:
     from pytest_mtmcs.baseline.store import Baseline, BaselineSet
 
-__all__ = [
-    "BaselineComparison",
-    "Gate",
-    "SuiteOutcome",
-    "aggregate_suite",
-    "run_header",
-    "thresholds_for",
-]
-
-
-@dataclass(frozen=True)
-class Gate:
-    """The options the per-suite gate reads (see `finish.EndOptions` for their meaning)."""
-
-    gate: str = defaults.GATE
-    max_drop: float = defaults.MAX_DROP
-    alpha: float = defaults.ALPHA
-    allow_mismatch: bool = False
-    rejudge: bool = False
-    max_judge_errors: int = defaults.MAX_JUDGE_ERRORS
-    thresholds: tuple[str, ...] = ()
-    threshold_origin: str = "--mtmcs-threshold"
-    # Recording a baseline: bucket regressions are shown, not gated.
-    updating: bool = False
-    guard: bool = False
-
-
-@dataclass
-class SuiteAggregate:
-    outcome: SuiteOutcome
-    lines: list[str] = field(default_factory=list)
-
-
-def thresholds_for(specs: Sequence[str], origin: str, meta: dict[str, Any]) -> list[Threshold]:
-    """The thresholds of a suite: the options' (`specs`, named by `origin`), then the suite's
-    own `[defaults] thresholds` for the (bucket, metric) cells the options do not set."""
-    found = [parse_threshold(s, origin) for s in specs]
-    covered = {(t.bucket, t.metric) for t in found}
-    for s in meta.get("defaults", {}).get("thresholds", ()) or ():
-        t = parse_threshold(s, f"suite.toml of {meta.get('name')} [defaults] thresholds")
-        if (t.bucket, t.metric) not in covered:
-            found.append(t)
-    return found
+# (baseline, suite metadata) -> (its results re-judged with this run's judge, how many)
+Rejudge = Callable[["Baseline", dict[str, Any]], tuple[list[DialogueResult], int]]
 
 
 def aggregate_suite(
@@ -71,86 +31,82 @@ def aggregate_suite(
     buckets: Buckets,
     info: dict[str, Any],
     baselines: BaselineSet,
-    gate: Gate,
-    rejudge: Callable[[Baseline, dict[str, Any]], tuple[list[DialogueResult], int]] | None = None,
-) -> SuiteAggregate:
+    options: EndOptions,
+    rejudge: Rejudge | None = None,
+) -> SuiteOutcome:
     """The outcome of one suite; `results` sorted by id. `rejudge(baseline, meta)` re-labels a
     baseline's stored transcripts with this run's judge (--mtmcs-rejudge), when available."""
-    from pytest_mtmcs.baseline.rejudge import only_judge_differs
-    from pytest_mtmcs.baseline.store import mismatches
-    from pytest_mtmcs.errors import ConfigError
-
-    lines: list[str] = []
     tables = bucket_tables(results, buckets, (None, "setting", "modality"))
     table = tables[None]
-    checks = evaluate_thresholds(
-        table, thresholds_for(gate.thresholds, gate.threshold_origin, meta), buckets
-    )
+    thresholds = thresholds_for(options.thresholds, options.threshold_origin, meta)
+    checks = evaluate_thresholds(table, thresholds, buckets)
     failures = [
         f"{c.bucket} {c.metric} {c.value:.3f} breaches threshold {c.threshold} "
         f"(n={c.n}, from {c.threshold.origin})"
         for c in checks
         if c.status == "breach" and c.value is not None
     ]
+    checked = [f"{len(checks)} threshold checks met"] if checks and not failures else []
     judge_errors = sum(1 for r in results if r.verdict == "judge_error")
-    if judge_errors > gate.max_judge_errors:
+    if judge_errors > options.max_judge_errors:
         failures.append(
             f"{judge_errors} judge errors (more than --mtmcs-max-judge-errors="
-            f"{gate.max_judge_errors})"
+            f"{options.max_judge_errors})"
         )
     header = run_header(meta, info)
+    notes: list[str] = []
+    inconclusive: list[str] = []
     comps: list[BaselineComparison] = []
+    gating = options.gate in ("buckets", "both") and not options.update_baseline
     for bname in baselines.names:
         b = baselines.get(bname, name)
         if b is None:
             comps.append(BaselineComparison(bname, False))
             continue
-        diff = mismatches(b.header, header)
-        bc = BaselineComparison(bname, True, mismatches=diff)
+        how = comparability(
+            b.header, header, allow_mismatch=options.allow_mismatch, rejudge=options.rejudge
+        )
+        bc = BaselineComparison(bname, True, mismatches=list(how.diff))
         base_results = b.results
-        judge_only = bool(diff) and only_judge_differs(b.header, header)
-        if judge_only and gate.rejudge:
+        if how.how == "rejudge":
             if rejudge is None:
                 raise ConfigError(
                     "--mtmcs-rejudge: this run cannot re-judge (no judge or suite at hand)"
                 )
             base_results, bc.rejudged = rejudge(b, meta)
-            bc.mismatches = diff = []
-            lines.append(
+            bc.mismatches = []
+            notes.append(
                 f"{name}: baseline {bname!r} re-judged {bc.rejudged} transcripts with "
                 f"judge {header.get('judge')} ({header.get('judge_model')}); it was judged "
                 f"by {b.header.get('judge')} ({b.header.get('judge_model')})"
             )
-        if diff and not gate.allow_mismatch:
+        if not how.compared:
             bc.refused = True
             hint = (
                 "pass --mtmcs-rejudge to re-judge the baseline's stored transcripts with this "
                 "run's judge, or --mtmcs-allow-mismatch to compare anyway"
-                if judge_only
+                if how.judge_only
                 else "pass --mtmcs-allow-mismatch to compare anyway"
             )
             failures.append(
-                f"comparison with baseline {bname!r} refused: " + "; ".join(diff) + f" ({hint})"
+                f"comparison with baseline {bname!r} refused: " + "; ".join(how.diff) + f" ({hint})"
             )
             comps.append(bc)
             continue
         bc.results = base_results
         bc.comparisons = compare_buckets(
-            results, base_results, buckets, max_drop=gate.max_drop, alpha=gate.alpha
+            results, base_results, buckets, max_drop=options.max_drop, alpha=options.alpha
         )
         bc.flips = item_flips(results, base_results, buckets)
-        if gate.gate in ("buckets", "both") and not gate.updating:
-            for c in bc.comparisons:
-                if c.regressed and c.bucket != "all":
-                    failures.append(
-                        f"{c.bucket} {c.metric} regressed against {bname}: "
-                        f"{c.base.value:.3f} -> {c.current.value:.3f} "
-                        f"(drop {-(c.delta or 0):.3f} > {gate.max_drop}, p_holm={c.p_holm:.3g})"
-                    )
+        if gating:
+            checked.append(f"no significant drop beyond {options.max_drop:g} against {bname}")
+            bad, unsure = judge_cells(bc.comparisons, bname, options.max_drop)
+            failures += bad
+            inconclusive += unsure
         comps.append(bc)
-    if gate.guard:
-        lines.append(guard_interventions(name, results, buckets))
-    outcome = SuiteOutcome(
+    if options.guard:
+        notes.append(guard_interventions(name, results, buckets))
+    return SuiteOutcome(
         suite=name,
         meta=meta,
         buckets=buckets,
@@ -162,8 +118,49 @@ def aggregate_suite(
         baselines=comps,
         judge_errors=judge_errors,
         failures=failures,
+        inconclusive=inconclusive,
+        checked=checked,
+        notes=notes,
     )
-    return SuiteAggregate(outcome, lines)
+
+
+def judge_cells(
+    comparisons: list[BucketComparison], baseline: str, max_drop: float
+) -> tuple[list[str], list[str]]:
+    """(regressions, inconclusive cells) among a comparison's turn-bucket cells, one line each;
+    the `all` rows are tested (they are in the Holm family) but not gated."""
+    regressed = [
+        f"{c.bucket} {c.metric} regressed against {baseline}: "
+        f"{c.base.value:.3f} -> {c.current.value:.3f} "
+        f"(drop {-(c.delta or 0):.3f} > {max_drop}, p_holm={c.p_holm:.3g})"
+        for c in comparisons
+        if c.regressed and c.bucket != ALL
+    ]
+    unsure = [
+        inconclusive_sentence(c, baseline, max_drop)
+        for c in comparisons
+        if c.inconclusive and c.bucket != ALL
+    ]
+    return regressed, unsure
+
+
+def inconclusive_sentence(c: BucketComparison, baseline: str, max_drop: float) -> str:
+    """What an inconclusive cell is, and what would decide it."""
+    drop = -(c.delta or 0.0)
+    power = (
+        f"the smallest drop this bucket could show significant is {c.mde:.2f} (mde)"
+        if c.mde is not None
+        else "no drop in a bucket this small can be significant (no mde)"
+    )
+    need = c.pairs_needed()
+    more = f"about {need} pairs" if need is not None else "more pairs"
+    return (
+        f"{c.bucket} {c.metric} against {baseline}: INCONCLUSIVE: {c.n_pairs} pairs, "
+        f"{c.base.value:.3f} -> {c.current.value:.3f}, a drop of {drop:.3f} (> {max_drop:g}) "
+        f"that is not significant (p_holm={c.p_holm:.3g}); {power}. To decide it: {more} "
+        f"in this bucket, or an absolute threshold (--mtmcs-threshold='{c.bucket}:{c.metric}"
+        f">=X'); --mtmcs-fail-inconclusive makes such a cell fail the gate"
+    )
 
 
 def guard_interventions(suite: str, results: list[DialogueResult], buckets: Buckets) -> str:

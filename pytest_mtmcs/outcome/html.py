@@ -19,9 +19,9 @@ from pytest_mtmcs.analysis.metrics import safety_by_depth as depth_curves
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
-    from pytest_mtmcs.analysis.comparison import Flip
+    from pytest_mtmcs.analysis.flips import Flip
     from pytest_mtmcs.outcome.gate import SuiteOutcome
-    from pytest_mtmcs.outcome.report import ReportData
+    from pytest_mtmcs.outcome.model import ReportData
 
 PLOT_METRICS: tuple[str, ...] = ("safety", "helpfulness", "intent_accuracy")
 MAX_HTML_FLIPS = 40  # per baseline and kind (regressed / fixed): keeps the page small

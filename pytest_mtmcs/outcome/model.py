@@ -5,14 +5,19 @@ this module depends on none of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mtmcs import defaults
 from pytest_mtmcs.analysis.buckets import Buckets
-from pytest_mtmcs.analysis.comparison import BucketComparison, Flips
+from pytest_mtmcs.analysis.comparison import BucketComparison
+from pytest_mtmcs.analysis.flips import Flips
 from pytest_mtmcs.analysis.thresholds import ThresholdCheck
-from pytest_mtmcs.records import DialogueResult
+from pytest_mtmcs.outcome.shards import Shard
+from pytest_mtmcs.outcome.verdict import GateVerdict
+from pytest_mtmcs.records import Dialogue, DialogueResult
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,55 @@ class SuiteMeta:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class EndOptions:
+    """The options the end of a run reads, resolved (command line > ini > built-in default)."""
+
+    gate: str = defaults.GATE
+    max_drop: float = defaults.MAX_DROP
+    alpha: float = defaults.ALPHA
+    allow_mismatch: bool = False
+    rejudge: bool = False
+    max_judge_errors: int = defaults.MAX_JUDGE_ERRORS
+    # Inconclusive bucket cells fail the gate (--mtmcs-fail-inconclusive); else they warn.
+    fail_inconclusive: bool = False
+    # A suite a named baseline lacks is new, not an error (--mtmcs-allow-missing-suite).
+    allow_missing_suite: bool = False
+    thresholds: tuple[str, ...] = ()
+    threshold_origin: str = "--mtmcs-threshold"
+    # --mtmcs-buckets; None: the suite's [defaults] buckets, else the built-in default.
+    buckets: str | None = None
+    # Record the first baseline name (--snapshot-update / merge --update-baseline).
+    update_baseline: bool = False
+    # Only some of the suite's dialogues ran (-k, -m, node ids): a recorded baseline is merged
+    # into the stored one instead of replacing it.
+    partial: bool = False
+    baseline_transcripts: bool = False
+    report_dir: str | None = None
+    guard: bool = False
+    # Paths in summary lines are shown relative to this folder (pytest's rootdir).
+    root: Path | None = None
+    # This run is one shard of N: numbers are partial, nothing gates on buckets, no baseline.
+    shard: Shard | None = None
+
+    def recorded(self) -> dict[str, Any]:
+        """The options a merge of shards must agree on and takes as its defaults."""
+        return {
+            "gate": self.gate,
+            "max_drop": self.max_drop,
+            "alpha": self.alpha,
+            "allow_mismatch": self.allow_mismatch,
+            "max_judge_errors": self.max_judge_errors,
+            "fail_inconclusive": self.fail_inconclusive,
+            "allow_missing_suite": self.allow_missing_suite,
+            "thresholds": list(self.thresholds),
+            "threshold_origin": self.threshold_origin,
+            "buckets": self.buckets,
+            "partial": self.partial,
+            "guard": self.guard,
+        }
 
 
 @dataclass
@@ -59,6 +113,12 @@ class SuiteOutcome:
     baselines: list[BaselineComparison]
     judge_errors: int
     failures: list[str]
+    # One sentence per inconclusive bucket cell (drop beyond the tolerance, not significant).
+    inconclusive: list[str] = field(default_factory=list)
+    # What passing this suite's gate means, for the gate line ("no significant drop beyond ...").
+    checked: list[str] = field(default_factory=list)
+    # Notes the summary shows under the suite (re-judged baselines, guard interventions).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,16 +132,49 @@ class RunOutcome:
     """
 
     lines: list[str]
-    failed: bool
+    verdict: GateVerdict
     suites: list[SuiteOutcome]
     test_failures: int = 0
     report_dir: Path | None = None
     baseline_files: list[Path] = field(default_factory=list)
 
     @property
+    def failed(self) -> bool:
+        return self.verdict.failed
+
+    @property
     def exit_status(self) -> int:
-        """pytest's: 0 when nothing failed, 1 when the gate or a dialogue test failed."""
-        return 1 if self.failed or self.test_failures else 0
+        """0 when the gate passed (inconclusive cells warn), 1 when it failed (outcome.verdict)."""
+        return self.verdict.exit_status
+
+
+@dataclass
+class ReportData:
+    """Everything the Markdown and HTML renderers read: the outcomes plus the baselines' own
+    results (the plots show each checkpoint's rates, not just the paired comparison)."""
+
+    suites: list[SuiteOutcome]
+    info: dict[str, Any]
+    # (suite, baseline name) -> that baseline's stored results for the suite
+    baseline_results: dict[tuple[str, str], list[DialogueResult]] = field(default_factory=dict)
+    # suite -> dialogue id -> Dialogue, when the suite could be loaded (user text in transcripts)
+    dialogues: dict[str, dict[str, Dialogue]] = field(default_factory=dict)
+    title: str = "pytest-mtmcs report"
+    # The gate's verdict: the first heading of summary.md says it (None: no gate, e.g. compare
+    # without thresholds still has one; only a bare render has none).
+    verdict: GateVerdict | None = None
+    current_name: str = "this run"
+    notes: list[str] = field(default_factory=list)
+    # suite -> dialogue id -> ready transcripts.jsonl lines (a merge copies the shards' lines)
+    transcripts: dict[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+
+    def baseline_names(self) -> list[str]:
+        names: list[str] = []
+        for s in self.suites:
+            for b in s.baselines:
+                if b.name not in names:
+                    names.append(b.name)
+        return names
 
 
 def run_header(meta: dict[str, Any], info: dict[str, Any]) -> dict[str, str]:

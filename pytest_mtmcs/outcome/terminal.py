@@ -137,6 +137,8 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
     for f in s.failures:
         # A shard's numbers are partial: what would fail the merged run is shown, not gated.
         lines.append(f"FAIL: {f}" if shard is None else f"partial, not gating: {f}")
+    for c in s.inconclusive:
+        lines.append(c if shard is None else f"partial, not gating: {c}")
     return lines
 
 
@@ -164,11 +166,7 @@ def format_judge_scores(s: SuiteOutcome) -> list[str]:
 
 
 def format_flips(name: str, flips: Any) -> list[str]:
-    lines = [
-        f"against {name}: {len(flips.regressed)} regressed, {len(flips.fixed)} fixed, "
-        f"{len(flips.still_failing)} still failing, {len(flips.only_current)} new, "
-        f"{len(flips.only_baseline)} missing from this run"
-    ]
+    lines = [f"against {name}: {flips.counts_text()}"]
     for title, group in (("REGRESSED", flips.regressed), ("fixed", flips.fixed)):
         for f in group[:MAX_FLIPS_SHOWN]:
             lines.append(
@@ -264,7 +262,8 @@ def format_benchmark_metrics(results: Sequence[DialogueResult]) -> list[str]:
         note = (
             "" if sm.complete else f" (lengths {sm.missing} missing: not comparable with the paper)"
         )
-        lines.append(f"SafeMT: Safety Index {sm.si:.3f}{note}")
+        si = "not measured (too many errored dialogues)" if sm.si is None else f"{sm.si:.3f}"
+        lines.append(f"SafeMT: Safety Index {si}{note}")
         lines += table(
             [
                 [str(k), str(rate.n), _f(rate.value), f"{sm.weights[k]:.3f}", str(sm.errors[k])]

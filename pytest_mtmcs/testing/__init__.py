@@ -10,14 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pytest_mtmcs.testing.bodies import image_urls, last_user_text, message_text
     from pytest_mtmcs.testing.stub_server import (
         DEFAULT_ANSWER,
         FAULT_KINDS,
         RecordedRequest,
         StubServer,
-        image_urls,
-        last_user_text,
-        message_text,
         random_faults,
     )
 
@@ -33,7 +31,11 @@ __all__ = [
 ]
 
 
+_BODIES = frozenset({"image_urls", "last_user_text", "message_text"})
+
+
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        return getattr(importlib.import_module("pytest_mtmcs.testing.stub_server"), name)
+        module = "bodies" if name in _BODIES else "stub_server"
+        return getattr(importlib.import_module(f"pytest_mtmcs.testing.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -214,13 +214,13 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _text(message: Mapping[str, Any]) -> str:
-    from pytest_mtmcs.testing.stub_server import message_text
+    from pytest_mtmcs.testing.bodies import message_text
 
     return message_text(message)
 
 
 def _last_user(body: Mapping[str, Any]) -> str:
-    from pytest_mtmcs.testing.stub_server import last_user_text
+    from pytest_mtmcs.testing.bodies import last_user_text
 
     return last_user_text(body)
 

@@ -1,0 +1,275 @@
+"""The worker role: runs this process's dialogues and says how each compares with its baseline.
+
+Registered in a single-process run and in every xdist worker, never on an xdist controller. Each
+process generates ahead (`--mtmcs-lookahead`) for the dialogue items it will run, in the order it
+will run them (its share under xdist: `harness/xdist.py`), so that a fast backend sees batches and
+a server sees many requests in flight. Results are plain `DialogueResult`s; the process that ran a
+dialogue decides its flip against the primary baseline (`baseline/comparable.py`) and attaches
+both to the test report (`harness/reporting.py`), the only thing that crosses to a controller.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from pytest_mtmcs.analysis.flips import flip_of
+from pytest_mtmcs.baseline.comparable import PrimaryBaseline
+from pytest_mtmcs.baseline.store import BaselineSet
+from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.harness.interrupts import usage_error
+from pytest_mtmcs.harness.items import DIALOGUE_KEY, DialogueItem
+from pytest_mtmcs.harness.preflight import building, check_collected
+from pytest_mtmcs.harness.resources import Resources
+from pytest_mtmcs.harness.settings import Settings
+from pytest_mtmcs.harness.suites import SuiteStore
+from pytest_mtmcs.records import DialogueResult, GenerationSettings
+
+# The cyclic collector's thresholds while dialogues run (see pytest_sessionstart): a
+# young-generation pass every 100,000 net allocations instead of 700, full passes far rarer.
+RUN_GC_THRESHOLDS = (100_000, 50, 100)
+
+
+class DialogueRunner:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        suites: SuiteStore,
+        resources: Resources,
+        baselines: BaselineSet,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.suites = suites
+        self.resources = resources
+        self.items: list[pytest.Item] = []
+        self.done: dict[str, DialogueResult] = {}
+        # This process's shard split (outcome.shards.split_items), sent on in run_info.
+        self.shard_info: dict[str, Any] = {}
+        # Dialogue tests selected to run, per suite (after -k/-m deselection and sharding).
+        self.selected: dict[str, int] = {}
+        self._share: list[DialogueItem] | None = None
+        self._share_pos: dict[str, int] = {}
+        self._engines: dict[GenerationSettings, Any] = {}
+        self._buckets: dict[str, Any] = {}
+        self._progress: Any = None
+        self._gc_thresholds: tuple[int, ...] | None = None  # restored when the session ends
+        self.primary = PrimaryBaseline(
+            baselines,
+            allow_mismatch=settings.allow_mismatch,
+            rejudge=settings.rejudge,
+            header=self.run_header,
+            rejudger=self._rejudger,
+        )
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.settings.model or self.settings.collect_only:
+            return
+        # A run of dialogues makes many small objects that live to its end (items, turn records,
+        # results) and few reference cycles. At the default thresholds (700, 10, 10) the cyclic
+        # collector runs every few hundred allocations and its full passes walk every result made
+        # so far: a third of an instant-backend run's CPU at 30,080 dialogues. Collect rarely
+        # while the session runs; its previous thresholds come back when it finishes.
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(
+            *(max(a, b) for a, b in zip(self._gc_thresholds, RUN_GC_THRESHOLDS, strict=True))
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        """After -k/-m deselection: checks what the run needs before anything runs (a usage
+        error, exit code 4), then records the items this process will run."""
+        dialogues = [i for i in items if isinstance(i, DialogueItem)]
+        if dialogues and not self.settings.collect_only and not config.option.showfixtures:
+            try:
+                check_collected(self, dialogues)
+            except MtmcsError as exc:
+                if not self.settings.is_worker:
+                    raise usage_error(config, str(exc)) from None
+                # An xdist worker cannot stop the run with a usage error (xdist reports an
+                # internal error): it collects nothing and tells the controller, which ends the
+                # run with the message and pytest's usage exit code.
+                config.workeroutput["mtmcs_usage_error"] = str(exc)  # type: ignore[attr-defined]
+                config.hook.pytest_deselected(items=list(items))
+                items[:] = []
+                dialogues = []
+        self.items = list(items)
+        self.selected = {}
+        for it in dialogues:
+            suite = it.stash[DIALOGUE_KEY].suite
+            self.selected[suite] = self.selected.get(suite, 0) + 1
+        if self.shard_info:
+            self.shard_info["selected"] = dict(self.selected)
+        if dialogues and not self.settings.collect_only:
+            # The collected dialogues (turns, images' paths, items) live to the end of the run:
+            # move them out of the cyclic collector's reach, or every full collection during the
+            # run walks all of them (about a third of the engine's CPU on 30,080 dialogues).
+            gc.freeze()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # The results stay alive to the end: spare pytest's final collections from walking them.
+        gc.freeze()
+        if self._gc_thresholds is not None:
+            gc.set_threshold(*self._gc_thresholds)
+            self._gc_thresholds = None
+        if self._progress is not None:
+            self._progress.finish()
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["mtmcs"] = self.run_info()
+
+    # -- running -------------------------------------------------------------------------
+
+    def _share_items(self) -> list[DialogueItem]:
+        """The dialogue items this process will run, in order: what it generates ahead for."""
+        if self._share is None:
+            items = self.items
+            wi = getattr(self.config, "workerinput", None)
+            if wi and wi.get("mtmcs_partition"):
+                from pytest_mtmcs.harness.xdist import share
+
+                mine = share(
+                    len(items), int(str(wi["workerid"]).removeprefix("gw")), int(wi["workercount"])
+                )
+                items = [items[i] for i in mine]
+            self._share = [it for it in items if isinstance(it, DialogueItem)]
+            self._share_pos = {it.nodeid: i for i, it in enumerate(self._share)}
+        return self._share
+
+    def _make_progress(self) -> Any:
+        from pytest_mtmcs.harness.progress import Progress
+
+        mode = self.settings.progress
+        return Progress(
+            len(self._share_items()),
+            self.settings.worker_id or "mtmcs",
+            sys.__stderr__ or sys.stderr,
+            min_interval_s=0.0 if mode == "on" else 5.0,
+            enabled=mode == "on" or (mode == "auto" and not self.settings.quiet),
+        )
+
+    def build(self) -> None:
+        """Builds the model backend and the judge (and opens the cache) before any dialogue
+        runs; raises the MtmcsError that says what cannot be built."""
+        r = self.resources
+        r.backend  # noqa: B018
+        r.judge  # noqa: B018
+
+    def engine_for(self, settings: GenerationSettings) -> Any:
+        engine = self._engines.get(settings)
+        if engine is None:
+            from pytest_mtmcs.engine.runner import Engine
+
+            r = self.resources
+            # Nothing is built unless backend and judge both build: a half-built engine would
+            # grade with a judge that does not exist.
+            backend, judge = r.backend, r.judge
+            if self._progress is None:
+                self._progress = self._make_progress()
+            engine = Engine(backend, judge, settings, r.cache_or_none(), self._progress)
+            self._engines[settings] = engine
+        return engine
+
+    def run_item(self, item: DialogueItem) -> DialogueResult:
+        """The item's result, generating ahead for the dialogues after it."""
+        if item.nodeid not in self.done:
+            share = self._share_items()
+            start = self._share_pos.get(item.nodeid)
+            chunk: list[DialogueItem] = [item]
+            if start is not None:
+                chunk = [
+                    it
+                    for it in share[start : start + self.settings.lookahead]
+                    if it.nodeid not in self.done
+                ]
+            by_settings: dict[GenerationSettings, list[DialogueItem]] = {}
+            for it in chunk:
+                suite = self.suites.load(it.spec)
+                by_settings.setdefault(self.suites.generation_settings(suite), []).append(it)
+            for settings, group in by_settings.items():
+                with building(self.config, item):
+                    engine = self.engine_for(settings)
+                out = engine.run([it.stash[DIALOGUE_KEY] for it in group])
+                for it in group:
+                    self.done[it.nodeid] = out[it.stash[DIALOGUE_KEY].id]
+        return self.done[item.nodeid]
+
+    # -- comparing -----------------------------------------------------------------------
+
+    def bucket_of(self, result: DialogueResult) -> str:
+        buckets = self._buckets.get(result.suite)
+        if buckets is None:
+            from pytest_mtmcs.analysis.buckets import Buckets
+
+            buckets = self._buckets[result.suite] = Buckets.parse(
+                self.suites.bucket_spec(result.suite)
+            )
+        return buckets.bucket_of(result.user_turns)
+
+    def flip(self, result: DialogueResult) -> str:
+        """The result's flip against the primary baseline (`analysis.flips.flip_of`)."""
+        before, compared = self.primary.before(result)
+        return flip_of(result, before, compared=compared)
+
+    def run_header(self, suite: str) -> dict[str, str]:
+        from pytest_mtmcs.outcome.model import run_header
+
+        meta = self.suites.meta[suite]
+        return run_header(meta.as_dict(), self.run_info())
+
+    def _rejudger(self) -> Any:
+        """Re-judges a baseline of a suite this process loaded, with this run's judge."""
+        from pytest_mtmcs.baseline.rejudge import rejudge_baseline
+
+        def rejudge(baseline: Any) -> list[DialogueResult]:
+            meta = self.suites.meta[baseline.suite]
+            placement = str(meta.settings.get("image_placement") or "last")
+            results, _ = rejudge_baseline(
+                baseline,
+                self.suites.dialogues_of(baseline.suite),
+                self.resources.judge,
+                image_placement=placement,
+            )
+            return results
+
+        return rejudge
+
+    # -- what this process tells the end of the run --------------------------------------
+
+    def run_info(self) -> dict[str, Any]:
+        """Plain data describing this process's model, judge and cache: shared with the
+        controller. Round-tripped through JSON: only plain data may cross to the xdist
+        controller (a backend's fingerprint could otherwise carry a library's own object)."""
+        return json.loads(json.dumps(self._run_info(), default=str))
+
+    def _run_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "suites": {k: v.as_dict() for k, v in self.suites.meta.items()},
+            "model": self.settings.model,
+            "selected": dict(self.selected),
+        }
+        if self.shard_info:
+            info["shard"] = self.shard_info
+        r = self.resources
+        if r.backend_built and r.judge_built:
+            engines = list(self._engines.values())
+            info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
+            info["judge"] = r.judge.identity.as_dict()
+            # A cascade's replies judged / escalated / failed there (summed over processes).
+            info["judge_counts"] = dict(getattr(r.judge, "counts", None) or {})
+            info["model_calls"] = sum(e.model_calls for e in engines)
+            # Replicas of an openai: backend that were set aside (for the summary).
+            replicas = getattr(r.backend, "replica_summary", None)
+            if callable(replicas) and replicas():
+                info["replicas"] = list(replicas())
+            info["cache"] = r.cache_counts()
+        return info
