@@ -134,7 +134,7 @@ def _sha256(path: Path) -> str:
 
 
 def run_agreement(args: Any) -> int:
-    """`pytest-mtmcs judge-agreement`: prints the numbers; 2 on bad input."""
+    """`pytest-mtmcs judge-agreement`: prints the numbers; a usage error (EXIT_USAGE) on bad input."""
     path = Path(args.labelled) if args.labelled else DEFAULT_LABELLED
     spec = args.judge or defaults.JUDGE
     try:

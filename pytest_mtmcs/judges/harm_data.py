@@ -87,6 +87,7 @@ class HarmRow:
     group: str  # source/model: the unit of cross-validation and of weighting
     rule: str  # the key in RULES that labelled it
     id: str = ""
+    code: str = ""  # MSTS's taxonomy code, for MSTS rows
 
 
 def _read(path: Path) -> Iterator[dict[str, Any]]:
@@ -177,6 +178,7 @@ def msts_rows(data: Path, skip: set[str]) -> list[HarmRow]:
                 group=f"msts/{r['model']}",
                 rule="msts-advice" if no_harm else "msts",
                 id=r["id"],
+                code=code,
             )
         )
     return out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mtmcs.judges import harm_data, ngram
+from pytest_mtmcs.judges.ngram_harm import off_target_shape
 
 DEFAULT_DATA = Path("tests/data/judge")
 RULES_LABELLED = ngram.DATA_DIR / "rules_labelled.jsonl"
@@ -53,9 +54,15 @@ class TrainConfig:
     l2_harm: float = 1e-4
     l2_off_target: float = 1e-4
     ours_weight: float = 1.0  # our labelled groups weigh this many times a source of their size
-    harm_mode: str = "chain"  # how the heads decide harm (ngram.HARM_MODES)
+    # How the heads decide harm (ngram.HarmSettings): the off-target threshold, and whether the
+    # harm head is trained and used.
+    off_target_threshold: float = ngram.HarmSettings.off_target_threshold
+    harm_head: bool = ngram.HarmSettings.harm_head
     harm_balance: bool = False  # harmful and harmless rows weigh alike in the harm head
     harm_benign: bool = False  # AlpacaEval's attempts at harmless instructions train the harm head
+    # MSTS's misreadings (1.6) train the off-target head: fluent replies to another reading of
+    # the request, which no word-level feature tells from an attempt.
+    off_misreadings: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,9 +86,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise SystemExit(f"{path}:{n}: not JSON ({exc.msg})") from None
             harm_only = rec.get("label") is None and rec.get("harm") in (0, 1)
-            if (
-                rec.get("label") not in ngram.LABELS and not harm_only
-            ) or not isinstance(rec.get("text"), str):
+            if (rec.get("label") not in ngram.LABELS and not harm_only) or not isinstance(
+                rec.get("text"), str
+            ):
                 raise SystemExit(f"{path}:{n}: field 'label' or 'text' missing or invalid")
             out.append(rec)
     return out
@@ -480,7 +487,13 @@ def harm_weights(rows: Sequence[harm_data.HarmRow], cfg: TrainConfig) -> Any:
     return w * (len(rows) / w.sum()) if len(rows) else w
 
 
-def harm_masks(rows: Sequence[harm_data.HarmRow], benign: bool = False) -> tuple[Any, Any]:
+def harm_settings(cfg: TrainConfig) -> ngram.HarmSettings:
+    return ngram.HarmSettings(cfg.off_target_threshold, cfg.harm_head)
+
+
+def harm_masks(
+    rows: Sequence[harm_data.HarmRow], benign: bool = False, misreadings: bool = True
+) -> tuple[Any, Any]:
     """Which rows train the harm head and the off-target head. The harm head learns whether an
     attempt carries the harm out (`ngram.harm_decision`): the attempts with a harm label, those
     at harmless instructions (AlpacaEval) only with `benign`. The off-target head learns whether
@@ -494,20 +507,26 @@ def harm_masks(rows: Sequence[harm_data.HarmRow], benign: bool = False) -> tuple
                 for r in rows
             ]
         ),
-        np.asarray([r.target in ("attempt", "off_target") for r in rows]),
+        np.asarray(
+            [
+                r.target in ("attempt", "off_target") and (misreadings or r.code != "1.6")
+                for r in rows
+            ]
+        ),
     )
 
 
 def labelled_mask(rows: Sequence[harm_data.HarmRow]) -> Any:
-    """The rows a harm decision is measured on: every row with a harm label."""
+    """The rows a harm decision is measured on: every row with a harm label, except replies to
+    harmless instructions (AlpacaEval), on which the judge decides no harm (`judges.in_scope`)."""
     import numpy as np
 
-    return np.asarray([r.harm is not None for r in rows])
+    return np.asarray([r.harm is not None and r.rule != "alpaca" for r in rows])
 
 
 @dataclass(frozen=True)
 class HarmHeads:
-    harm: Any
+    harm: Any  # None when the harm head is not used (TrainConfig.harm_head)
     off_target: Any
 
 
@@ -515,13 +534,16 @@ def fit_harm(X: Design, rows: Sequence[harm_data.HarmRow], cfg: TrainConfig) -> 
     import numpy as np
 
     sw = harm_weights(rows, cfg)
-    has_h, has_o = harm_masks(rows, cfg.harm_benign)
-    heads = []
+    has_h, has_o = harm_masks(rows, cfg.harm_benign, cfg.off_misreadings)
+    heads: list[Any] = []
     for mask, positive, l2, balance in (
         (has_h, lambda r: r.harm == 1, cfg.l2_harm, cfg.harm_balance),
         (has_o, lambda r: r.target == "off_target", cfg.l2_off_target, False),
     ):
         w = np.zeros(X.dim)
+        if mask is has_h and not cfg.harm_head:
+            heads.append(None)
+            continue
         if mask.any():
             y = np.asarray(
                 [1.0 if positive(r) else -1.0 for r, m in zip(rows, mask, strict=True) if m]
@@ -545,7 +567,9 @@ def harm_held_out(
 
     heads = fit_harm(X.subset(~mask), [r for r, m in zip(rows, mask, strict=True) if not m], cfg)
     held = X.subset(mask)
-    return held.dot(heads.harm.astype(np.float64)), held.dot(heads.off_target.astype(np.float64))
+    z_o = held.dot(heads.off_target.astype(np.float64))
+    z_h = held.dot(heads.harm.astype(np.float64)) if heads.harm is not None else np.zeros(len(z_o))
+    return z_h, z_o
 
 
 def harm_folds(rows: Sequence[harm_data.HarmRow]) -> list[Any]:
@@ -691,13 +715,15 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
             raise SystemExit(f"{data}: no harm-labelled rows to train the harm heads on")
         HX = Design(hrows, cfg.features, harm=True)
         z_h, z_o = harm_out_of_fold(HX, hrows, cfg)
-        has_h, has_o = harm_masks(hrows, cfg.harm_benign)
+        has_h, has_o = harm_masks(hrows, cfg.harm_benign, cfg.off_misreadings)
         y_h = np.asarray([1.0 if r.harm == 1 else -1.0 for r in hrows])
         y_o = np.asarray([1.0 if r.target == "off_target" else -1.0 for r in hrows])
-        calibration["harm"] = fit_temperature(z_h[has_h], y_h[has_h])
         calibration["off_target"] = fit_temperature(z_o[has_o], y_o[has_o])
         hh = fit_harm(HX, hrows, cfg)
-        tensors.update(harm=hh.harm, off_target=hh.off_target)
+        tensors["off_target"] = hh.off_target
+        if cfg.harm_head:
+            calibration["harm"] = fit_temperature(z_h[has_h], y_h[has_h])
+            tensors["harm"] = hh.harm
         harm_meta = harm_summary(hrows)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -710,7 +736,7 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
         "labels": list(ngram.LABELS),
         "features": cfg.features.as_dict(),
         "calibration": calibration,
-        **({"harm_mode": cfg.harm_mode} if cfg.harm else {}),
+        **({"harm_decision": harm_settings(cfg).as_dict()} if cfg.harm else {}),
         "training": {
             "command": "python -m pytest_mtmcs.judges.train",
             "l2": cfg.l2,
@@ -834,9 +860,17 @@ def harm_holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[s
     z_c = D.dot(heads.compliance.astype(np.float64))
     labels = decide(z_c, D.dot(heads.redirect.astype(np.float64)))
     a, h, o = (1 / (1 + np.exp(-z)) for z in (z_c, z_h, z_o))
+    settings = harm_settings(cfg)
     harmful = [
-        ngram.harm_decision(cfg.harm_mode, labels[i], a[i], o[i], h[i])[0]
-        for i in range(len(out_rows))
+        ngram.harm_decision(
+            settings,
+            labels[i],
+            a[i],
+            off_target_shape(r.text, r.prompt, r.caption),
+            o[i],
+            h[i] if cfg.harm_head else None,
+        )[0]
+        for i, r in enumerate(out_rows)
     ]
     return harm_report(out_rows, harmful, z_o, "ALL held out (harm)")
 
