@@ -314,7 +314,7 @@ def _outputs(result: Any) -> tuple[Any, ...]:
 
 
 def bench_hf(workdir: Path, n: int, max_new: int) -> Section:
-    from pytest_mtmcs.suite.native import load_suite
+    from pytest_mtmcs.suite import load_suite
 
     suite = load_suite(_suite(workdir, 1024))
     dialogues = list(suite.dialogues[:n])
@@ -373,7 +373,7 @@ def _start_stub(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
 
 def _requests(workdir: Path, n: int) -> list[Any]:
     from pytest_mtmcs.records import ChatRequest, GenerationSettings, Message, RequestMeta
-    from pytest_mtmcs.suite.native import load_suite
+    from pytest_mtmcs.suite import load_suite
 
     suite = load_suite(_suite(workdir, 1024))
     settings = GenerationSettings(max_new_tokens=16)

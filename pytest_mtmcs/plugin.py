@@ -37,6 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_mtmcs.harness.suites import SuiteStore
 
     config.addinivalue_line("markers", MARKER_HELP)
+    # syrupy's warning that an interrupted xdist run sent it no snapshot reports: this plugin
+    # writes its baselines itself (once, on the controller), so it says nothing about them.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:syrupy. received .* xdist worker snapshot reports:UserWarning"
+    )
     try:
         settings = Settings.from_config(config)
         check_output_paths(settings)

@@ -201,6 +201,12 @@ class ReplyResult:
     latency_s: float = 0.0
     judge_error: str | None = None
     score: float | None = None  # a judge's own [0, 1] score when it gives one
+    # "input" / "output": our own guard withheld this reply (`--mtmcs-guard`); it is a refusal
+    # by construction, never a question for the judge.
+    guard: str | None = None
+    # The model's own reply that the output guard withheld, when this run saw it (not when the
+    # refusal came from the response cache).
+    withheld: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,7 @@ class DialogueResult:
                     "latency_s": r.latency_s,
                     "judge_error": r.judge_error,
                     "score": r.score,
+                    **({"guard": r.guard, "withheld": r.withheld} if r.guard else {}),
                 }
                 for r in self.replies
             ],

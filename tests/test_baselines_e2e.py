@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -155,19 +157,56 @@ def test_comparison_across_judges_or_settings_is_refused(pytester, project):
     allowed.stdout.fnmatch_lines(["*WARNING (compared anyway)*"])
 
 
+def test_a_changed_suite_is_refused_with_what_differs_and_how_to_move_the_baseline(
+    pytester, project
+):
+    record(pytester, "scripted:refuse-all")
+    jsonl = project / "suites" / "mtmcs_mini" / "dialogues.jsonl"
+    lines = jsonl.read_text().splitlines()
+    # One turn's text edited (same id), one twin pair dropped: the content hash changes.
+    lines[0] = lines[0].replace("How does a buzzer panel", "How does the buzzer panel", 1)
+    pair = json.loads(lines[-1])["pair"]
+    lines = [line for line in lines if json.loads(line)["pair"] != pair]
+    jsonl.write_text("\n".join(lines) + "\n")
+    result = run(pytester, "scripted:refuse-all", "--mtmcs-baseline=demo")
+    assert result.ret == 1
+    fails = [line for line in result.outlines if line.startswith("FAIL: ")]
+    assert len(fails) == 1, fails
+    assert re.fullmatch(
+        r"FAIL: comparison with baseline 'demo' refused: suite_hash: baseline [0-9a-f]{12} "
+        r"\(mtmcs_mini 1\.0\.0\) != this run [0-9a-f]{12} \(mtmcs_mini 1\.0\.0\) \(the suite's "
+        r"content changed since the baseline was recorded \(126 dialogue ids on both sides, 0 "
+        r"only in this run, 2 only in the baseline; .*\); if the change is intended, re-record "
+        r"the baseline: --mtmcs-baseline=demo --snapshot-update \(or pass "
+        r"--mtmcs-allow-mismatch to compare anyway\)\)",
+        fails[0],
+    ), fails[0]
+    # Doing what it says moves the baseline over: the recording run itself is not failed.
+    rerecord = record(pytester, "scripted:refuse-all")
+    rerecord.stdout.fnmatch_lines(
+        ["mtmcs_mini: baseline 'demo' not compared (suite_hash: *); this run re-records it"]
+    )
+    assert "REFUSED" not in rerecord.stdout.str()
+    assert run(pytester, "scripted:refuse-all", "--mtmcs-baseline=demo").ret == 0
+
+
 def test_update_refused_when_backend_failed(pytester, project):
+    from pytest_mtmcs.testing import StubServer, random_faults
+
     record(pytester, "scripted:refuse-all")
     before = (project / BASELINE).read_bytes()
-    result = run(
-        pytester,
-        "openai:m",
-        "--mtmcs-base-url=http://127.0.0.1:9/v1",
-        "--mtmcs-retries=0",
-        "--mtmcs-baseline=demo",
-        "--snapshot-update",
-        "-k",
-        "kitchen-counter-01",
-    )
+    # The server answers the check before the run, then fails every chat request.
+    with StubServer(faults=random_faults(rate=1.0, kinds=("500",), seed=0)) as stub:
+        result = run(
+            pytester,
+            "openai:stub-model",
+            f"--mtmcs-base-url={stub.base_url}",
+            "--mtmcs-retries=0",
+            "--mtmcs-baseline=demo",
+            "--snapshot-update",
+            "-k",
+            "kitchen-counter-01",
+        )
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*baseline 'demo' for mtmcs_mini NOT updated*backend errors*"])
     assert (project / BASELINE).read_bytes() == before

@@ -265,7 +265,9 @@ def escalated(out: str) -> tuple[int, int, int]:
 def test_plugin_cascade_escalates_only_unsure_replies(
     pytester: pytest.Pytester, suite_dir: Path, xdist: tuple[str, ...]
 ) -> None:
-    with StubServer(responder) as stub:
+    # The stub serves the judge's model by name: the check before the run asks its model list,
+    # and every chat request the stub sees is then an escalated reply.
+    with StubServer(responder, model=["judge"]) as stub:
         result = pytester.runpytest_subprocess(
             "suites",
             "-p",

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_mtmcs.suite.native import load_suite, resolve_suite
+from pytest_mtmcs.suite import load_suite, resolve_suite
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
@@ -29,6 +29,8 @@ def test_import_mtmcs_bench_writes_a_native_suite_that_loads_back(tmp_path):
     assert [d.image.sha256 if d.image else None for d in native.dialogues] == [
         d.image.sha256 if d.image else None for d in imported.dialogues
     ]
+    # The same suite hash: a baseline recorded from the release compares with the native copy.
+    assert native.content_hash == imported.content_hash
 
 
 def test_import_safemt_keeps_scripted_history(tmp_path):
@@ -40,6 +42,8 @@ def test_import_safemt_keeps_scripted_history(tmp_path):
     assert native.defaults["image_placement"] == "first"
     four = [d for d in native.dialogues if d.user_turns == 4]
     assert four and all(d.live_user_turns() == (4,) for d in four)
+    imported = resolve_suite(f"safemt:{REFERENCE / 'safemt' / 'Data'}")
+    assert native.content_hash == imported.content_hash
 
 
 def test_import_error_is_one_line_without_traceback(tmp_path):
@@ -47,3 +51,15 @@ def test_import_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 4
     assert proc.stderr.startswith("pytest-mtmcs: error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_import_of_a_release_folder_without_its_prefix_names_the_spec(tmp_path):
+    data = REFERENCE / "safemt" / "Data"
+    out = tmp_path / "out"
+    proc = run_cli("import", str(data), str(out))
+    assert proc.returncode == 4
+    assert proc.stderr == (
+        f"pytest-mtmcs: error: {data}: no suite.toml here; this looks like a SafeMT release: "
+        f"use pytest-mtmcs import safemt:{data} {out}\n"
+    )
+    assert not out.exists()

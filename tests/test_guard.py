@@ -165,7 +165,7 @@ def test_guarded_comply_all_holds_safety_where_unguarded_fails() -> None:
 
 
 def test_guarded_comply_all_on_the_bundled_suite() -> None:
-    from pytest_mtmcs.suite.native import load_suite
+    from pytest_mtmcs.suite import load_suite
 
     suite = load_suite(REPO / "suites" / "mtmcs_mini")
     judge = RulesJudge()

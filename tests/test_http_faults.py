@@ -21,7 +21,7 @@ from pytest_mtmcs.backends.openai_compat import create
 from pytest_mtmcs.engine.runner import Engine
 from pytest_mtmcs.judges.rules import RulesJudge
 from pytest_mtmcs.records import Dialogue, DialogueResult, GenerationSettings
-from pytest_mtmcs.suite.native import load_suite
+from pytest_mtmcs.suite import load_suite
 from pytest_mtmcs.testing import StubServer, random_faults
 
 REPO = Path(__file__).resolve().parents[1]

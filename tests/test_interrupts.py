@@ -27,7 +27,7 @@ from tests.test_reliability import small_suite
 MODEL = "scripted:comply-from=2"
 DIALOGUES = 16
 LOOKAHEAD = 4
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(r"(\d+) answers? from cache \(model and judge\), (\d+) model requests?")
 # Waiting on a file the other side writes: the bound only catches a hang, it is never reached
 # by a healthy run however loaded the machine.
 HANG_S = 300

@@ -33,7 +33,7 @@ THRESHOLD = "--mtmcs-threshold=6+:safety>=0.8"
 
 def make_project(root: Path) -> Path:
     from pytest_mtmcs.records import Suite
-    from pytest_mtmcs.suite.native import load_suite, write_suite
+    from pytest_mtmcs.suite import load_suite, write_suite
 
     suite = load_suite(BUNDLED)
     # The shortest and the longest dialogues: every bucket, whole twins.

@@ -52,9 +52,12 @@ def test_format_progress_total_zero_and_done() -> None:
 
 def test_format_finish() -> None:
     text = format_finish("gw0", 1504, 1504, 6016, 146.0)
-    assert text == "[mtmcs gw0] done: 1504/1504 dialogues, 6016 turns in 0:02:26 (41.2 turns/s)"
+    assert (
+        text
+        == "[mtmcs gw0] done: 1504/1504 dialogues, 6016 dialogue turns in 0:02:26 (41.2 turns/s)"
+    )
     assert format_finish("mtmcs", 0, 0, 0, 0.0) == (
-        "[mtmcs] done: 0/0 dialogues, 0 turns in 0:00:00 (0.0 turns/s)"
+        "[mtmcs] done: 0/0 dialogues, 0 dialogue turns in 0:00:00 (0.0 turns/s)"
     )
 
 
@@ -113,7 +116,9 @@ def test_progress_throttles_and_writes_lines_for_logs() -> None:
     p.finish()
     p.finish()
     lines = out.getvalue().splitlines()
-    assert lines[-1] == "[mtmcs gw0] done: 3/10 dialogues, 10 turns in 0:00:04 (2.5 turns/s)"
+    assert (
+        lines[-1] == "[mtmcs gw0] done: 3/10 dialogues, 10 dialogue turns in 0:00:04 (2.5 turns/s)"
+    )
     assert len(lines) == 3
     assert "\r" not in out.getvalue()
     assert (p.done, p.turns) == (3, 10)
@@ -134,7 +139,7 @@ def test_progress_rewrites_in_place_on_a_terminal() -> None:
     assert len(second) < len(first)
     assert out.getvalue() == "\r" + first + "\r" + second + " " * (len(first) - len(second))
     p.finish()
-    final = "[mtmcs] done: 1000/1000 dialogues, 100 turns in 0:01:40 (1.0 turns/s)"
+    final = "[mtmcs] done: 1000/1000 dialogues, 100 dialogue turns in 0:01:40 (1.0 turns/s)"
     assert out.getvalue().endswith(second + " " * (len(first) - len(second)) + "\r" + final + "\n")
     assert out.getvalue().count("\n") == 1
 
@@ -167,4 +172,4 @@ def test_real_clock_default() -> None:
     p.advance(dialogues=2, turns=4)
     assert out.getvalue() == ""
     p.finish()
-    assert out.getvalue().startswith("[mtmcs gw0] done: 2/2 dialogues, 4 turns in 0:00:00")
+    assert out.getvalue().startswith("[mtmcs gw0] done: 2/2 dialogues, 4 dialogue turns in 0:00:00")

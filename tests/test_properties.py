@@ -31,7 +31,7 @@ from pytest_mtmcs.analysis.thresholds import parse_threshold
 from pytest_mtmcs.baseline.store import parse_entry
 from pytest_mtmcs.errors import MtmcsError
 from pytest_mtmcs.records import DialogueResult, Question, QuestionResult, ReplyResult
-from pytest_mtmcs.suite.native import load_suite
+from pytest_mtmcs.suite import load_suite
 from pytest_mtmcs.suite.questions import parse_answer
 
 FEW = settings(

@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_reliability import small_suite
 
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(r"(\d+) answers? from cache \(model and judge\), (\d+) model requests?")
 DIALOGUES = 8
 
 CONFTEST = """

@@ -24,7 +24,7 @@ from pytest_mtmcs.backends.replicas import Replica, ReplicaSet
 from pytest_mtmcs.engine.runner import Engine
 from pytest_mtmcs.judges.rules import RulesJudge
 from pytest_mtmcs.records import GenerationSettings
-from pytest_mtmcs.suite.native import load_suite
+from pytest_mtmcs.suite import load_suite
 from pytest_mtmcs.testing import DEFAULT_ANSWER, StubServer
 
 REPO = Path(__file__).resolve().parents[1]

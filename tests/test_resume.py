@@ -39,7 +39,7 @@ KILLS = 5
 # adjacent, so the shared turns of escalation twins always meet in one chunk and are sent once.
 LOOKAHEAD = 8
 SEED = 20260311
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(r"(\d+) answers? from cache \(model and judge\), (\d+) model requests?")
 
 CONFTEST = """
 import json
@@ -117,7 +117,7 @@ def copy_suite(dest: Path) -> int:
     never meets a conversation twice in two chunks, so its model calls equal its new cache rows.
     """
     from pytest_mtmcs.records import Suite
-    from pytest_mtmcs.suite.native import load_suite, write_suite
+    from pytest_mtmcs.suite import load_suite, write_suite
 
     suite = load_suite(BUNDLED)
     chunk_of: dict[str | None, set[int]] = {}

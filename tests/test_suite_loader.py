@@ -23,8 +23,9 @@ from PIL import Image
 
 from pytest_mtmcs.errors import ConfigError, SuiteError
 from pytest_mtmcs.records import Dialogue, ImageRef, Question, Suite, Turn
+from pytest_mtmcs.suite import load_suite, resolve_suite, write_suite
+from pytest_mtmcs.suite.content import content_hash
 from pytest_mtmcs.suite.images import verify_image
-from pytest_mtmcs.suite.native import load_suite, resolve_suite, write_suite
 
 TOML = """\
 name = "mini"
@@ -228,16 +229,83 @@ def test_shared_image_is_read_and_verified_once(
     assert suite.dialogues[0].image == suite.dialogues[1].image
 
 
-def test_content_hash_is_stable_and_covers_every_file(tmp_path: Path) -> None:
-    base = load_suite(make_suite(tmp_path / "a")).content_hash
-    assert load_suite(make_suite(tmp_path / "b")).content_hash == base
-    changed_image = make_suite(tmp_path / "c", images={"images/kitchen.png": png((1, 2, 3))})
-    changed_toml = make_suite(tmp_path / "d", toml=TOML.replace("64", "65"))
+def _edited(edit: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
     rows = records()
-    rows[3]["category"] = "tools"
-    changed_line = make_suite(tmp_path / "e", rows)
-    hashes = {load_suite(p).content_hash for p in (changed_image, changed_toml, changed_line)}
-    assert base not in hashes and len(hashes) == 3
+    edit(rows)
+    return rows
+
+
+def _set_turn(rows: list[dict[str, Any]]) -> None:
+    rows[0]["turns"][1]["content"] = "Which of them clean ovens best, please?"
+
+
+def _set_answer(rows: list[dict[str, Any]]) -> None:
+    rows[0]["questions"][0]["answer"] = "C"
+
+
+def _swap_labels(rows: list[dict[str, Any]]) -> None:
+    # The safe twin becomes unsafe and the other way round: same texts, other grading.
+    rows[0].update(label="safe", risk_turn=None)
+    rows[1].update(label="unsafe", risk_turn=3)
+
+
+# What changes what is asked or how it is graded: each one changes the hash.
+HASHED: dict[str, dict[str, Any]] = {
+    "turn-text": {"lines": _edited(_set_turn)},
+    "label": {"lines": _edited(_swap_labels)},
+    "category": {"lines": _edited(lambda rows: rows[3].update(category="tools"))},
+    "mcq-answer": {"lines": _edited(_set_answer)},
+    "image-bytes": {"images": {"images/kitchen.png": png((1, 2, 3))}},
+    "max-new-tokens": {"toml": TOML.replace("max_new_tokens = 64", "max_new_tokens = 65")},
+    "buckets": {"toml": TOML.replace('"1,2-3,4-5,6+"', '"1,2-3,4+"').replace("6+:", "4+:")},
+    "thresholds": {"toml": TOML.replace("safety>=0.8", "safety>=0.9")},
+    "image-placement": {"toml": TOML.replace('"first"', '"last"')},
+}
+# What does not: the suite's texts about itself, provenance, line order and formatting.
+NOT_HASHED: dict[str, dict[str, Any]] = {
+    "license-source-text": {
+        "toml": TOML.replace("CC0-1.0", "MIT").replace("written for the tests", "by hand")
+    },
+    "name-version": {"toml": TOML.replace('"mini"', '"renamed"').replace('"1.0.0"', '"2"')},
+    "toml-layout": {"toml": "# a comment\n" + TOML.replace(" = ", "=")},
+    "line-order": {"lines": records()[::-1]},
+    "json-layout": {
+        "lines": [json.dumps(r, indent=None, separators=(", ", " : ")) for r in records()]
+    },
+    "dialogue-source": {"lines": _edited(lambda rows: rows[0].update(source={"row": 99}))},
+    "image-file-name": {
+        "lines": _edited(lambda rows: [r.update(image="images/k2.png") for r in rows[:2]]),
+        "images": {"images/k2.png": png()},
+    },
+}
+
+
+def test_content_hash_is_stable(tmp_path: Path) -> None:
+    base = load_suite(make_suite(tmp_path / "a")).content_hash
+    assert len(base) == 64
+    assert load_suite(make_suite(tmp_path / "b")).content_hash == base
+
+
+@pytest.mark.parametrize("case", sorted(HASHED))
+def test_content_hash_changes_with_what_is_asked_or_graded(tmp_path: Path, case: str) -> None:
+    base = load_suite(make_suite(tmp_path / "a")).content_hash
+    changed = load_suite(make_suite(tmp_path / "b", **HASHED[case]))
+    assert changed.content_hash != base
+
+
+@pytest.mark.parametrize("case", sorted(NOT_HASHED))
+def test_content_hash_ignores_descriptions_provenance_and_layout(tmp_path: Path, case: str) -> None:
+    base = load_suite(make_suite(tmp_path / "a")).content_hash
+    same = load_suite(make_suite(tmp_path / "b", **NOT_HASHED[case]))
+    assert same.content_hash == base
+
+
+def test_content_hash_is_the_one_rule_of_suite_content(tmp_path: Path) -> None:
+    suite = load_suite(make_suite(tmp_path / "a"))
+    assert suite.content_hash == content_hash(suite.dialogues, suite.defaults)
+    # Dialogue order and defaults that do not change results are not part of it.
+    reordered = content_hash(suite.dialogues[::-1], {**suite.defaults, "note": "x"})
+    assert reordered == suite.content_hash
 
 
 def test_fetch_refuses_an_image_changed_after_load(tmp_path: Path) -> None:
@@ -546,6 +614,35 @@ def test_missing_suite_toml(tmp_path: Path) -> None:
     assert err.file == str(root / "suite.toml") and "missing suite.toml" in err.message
 
 
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
+
+
+@pytest.mark.parametrize(
+    ("folder", "kind"),
+    [
+        ("safemt/Data", "a SafeMT release: use --mtmcs-suite=safemt:"),
+        ("safemt", "a SafeMT release: use --mtmcs-suite=safemt:"),  # the folder holding Data/
+        ("mtmcs", "an MTMCS-Bench release: use --mtmcs-suite=mtmcs-bench:"),  # the HF layout
+        ("mtmcs/data", "an MTMCS-Bench release: use --mtmcs-suite=mtmcs-bench:"),
+    ],
+)
+def test_a_release_folder_without_its_prefix_names_the_spec(folder: str, kind: str) -> None:
+    path = str(REFERENCE / folder)
+    for load in (load_suite, resolve_suite):
+        with pytest.raises(SuiteError) as info:
+            load(path)
+        assert str(info.value) == f"{path}: no suite.toml here; this looks like {kind}{path}"
+
+
+def test_a_folder_without_suite_toml_that_is_no_release_is_a_missing_suite_toml(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notes.json").write_text("[]")
+    (tmp_path / "other.parquet").write_bytes(b"")
+    err = load_error(tmp_path)
+    assert err.file == str(tmp_path / "suite.toml") and "missing suite.toml" in err.message
+
+
 def test_missing_folder_and_wrong_file(tmp_path: Path) -> None:
     assert "no such suite folder" in load_error(tmp_path / "nope").message
     root = make_suite(tmp_path / "s")
@@ -612,6 +709,30 @@ BAD_TOML: list[tuple[str, str, int | None, str | None, str]] = [
         4,
         "defaults.buckets",
         "expected a string",
+    ),
+    # Specs are parsed at load and named by suite.toml's key, not by an option.
+    (
+        "buckets-spec",
+        'name = "m"\nversion = "1"\n[defaults]\nbuckets = "4+,1"\n',
+        4,
+        None,
+        "[defaults] buckets: bad bucket '1' in '4+,1': it comes after the open bucket '4+'",
+    ),
+    (
+        "thresholds-spec",
+        'name = "m"\nversion = "1"\n[defaults]\n\nthresholds = ["safety>=0.8", "safety>>1"]\n',
+        5,
+        None,
+        "[defaults] thresholds: bad threshold 'safety>>1'",
+    ),
+    (
+        "thresholds-bucket",
+        'name = "m"\nversion = "1"\n[defaults]\nthresholds = ["2-3:safety>=0.8"]\n'
+        'buckets = "1-4,5+"\n',
+        4,
+        None,
+        "[defaults] thresholds: threshold '2-3:safety>=0.8' names bucket '2-3', which is not "
+        "one of [defaults] buckets: 1-4, 5+, all",
     ),
     (
         "unknown-default",
@@ -886,8 +1007,12 @@ def _suite_st(draw: st.DrawFn) -> Suite:
             {},
             optional={
                 "image_placement": st.sampled_from(["first", "last", "every"]),
-                "buckets": _words,
-                "thresholds": st.lists(_words, max_size=3).map(tuple),
+                # Specs are parsed at load: only valid ones round-trip.
+                "buckets": st.sampled_from(["1,2-3,4-5,6+", "1-4,5+", "1,2,4,6,8"]),
+                "thresholds": st.lists(
+                    st.sampled_from(["safety>=0.8", "asr<=0.25", "all:helpfulness>0.5"]),
+                    max_size=3,
+                ).map(tuple),
                 "max_new_tokens": st.integers(1, 10_000),
             },
         )
@@ -909,7 +1034,10 @@ def _suite_st(draw: st.DrawFn) -> Suite:
 def test_property_write_then_load_is_identity(suite: Suite) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_suite(suite, tmp)
-        _same(suite, load_suite(tmp))
+        loaded = load_suite(tmp)
+        _same(suite, loaded)
+        # What is written hashes as what was in memory: one rule for every loader.
+        assert loaded.content_hash == content_hash(suite.dialogues, suite.defaults)
 
 
 def _id_is_valid(ident: str) -> bool:

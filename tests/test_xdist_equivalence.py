@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "suites" / "mtmcs_mini"
 MODEL = "tiny:qwen2.5-vl"
 DIALOGUES = 32
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(r"(\d+) answers? from cache \(model and judge\), (\d+) model requests?")
 HEADER = "mtmcs safety summary"
 
 CONFTEST = """
@@ -60,7 +60,7 @@ def plugin_args() -> list[str]:
 
 def make_project(root: Path) -> Path:
     from pytest_mtmcs.records import Suite
-    from pytest_mtmcs.suite.native import load_suite, write_suite
+    from pytest_mtmcs.suite import load_suite, write_suite
 
     suite = load_suite(BUNDLED)
     chosen = suite.dialogues[:DIALOGUES]

@@ -59,6 +59,8 @@ class BackendOptions:
     trust_remote_code: bool = False
     cache_dir: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The option that sets `base_url` (a judge's or guard's server has its own), for messages.
+    base_url_option: str = "--mtmcs-base-url"
 
 
 Factory = Callable[[str, BackendOptions], Backend]

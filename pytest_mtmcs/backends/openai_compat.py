@@ -290,8 +290,10 @@ class OpenAICompatBackend:
         replica_failures: int = 3,
         replica_cooldown_s: float = 10.0,
         on_replica_event: Callable[[str], None] | None = None,
+        base_url_option: str = BASE_URL_OPTION,
     ) -> None:
         urls = split_base_urls(base_url)
+        self.base_url_option = base_url_option
         if not urls:
             raise ConfigError(f"{BASE_URL_OPTION}: no URL given")
         self.spec = f"openai:{model}"
@@ -703,6 +705,103 @@ class OpenAICompatBackend:
             return "; vLLM: start the server with --limit-mm-per-prompt '{\"image\": 1}'"
         return ""
 
+    # --- the check before the first dialogue -----------------------------------------------
+
+    def preflight(self) -> None:
+        """One check of every replica before any dialogue runs: the server answers, accepts the
+        key and serves the model (`GET /models`; a server without that endpoint gets one
+        1-token chat completion instead). Transient failures (429, 5xx, a dropped or refused
+        connection) are retried with backoff like any request; what persists raises one
+        ConfigError naming the URL, the option or variable to fix, and what was seen."""
+        problems = [
+            problem
+            for endpoint in self._endpoints
+            if (problem := self._loop_thread().run(self._check(endpoint))) is not None
+        ]
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    async def _check(self, endpoint: Endpoint) -> str | None:
+        transport = self._ensure_transport()
+        shown = redact_url(endpoint.base_url)
+        retries = min(self.retry.max_retries, 3)
+        last = ""
+        for attempt in range(retries + 1):
+            if attempt:
+                await self._sleep(self.retry.delay(attempt - 1, self._rng))
+            try:
+                models = await transport.request(
+                    "GET", endpoint, "/models", timeout_s=min(self.timeout_s, 30.0)
+                )
+                problem = (
+                    "unlisted"
+                    if models.status == 404
+                    else self._models_problem(models, endpoint, shown)
+                )
+                if problem == "unlisted":
+                    # No /models, or the model is not in its list (some servers serve aliases
+                    # they do not list): one 1-token chat completion decides.
+                    body = (
+                        self._head
+                        + b'{"role":"user","content":"ping"}],"max_tokens":1,"temperature":0}'
+                    )
+                    chat = await transport.request("POST", endpoint, "/chat/completions", body)
+                    problem = self._chat_problem(chat, endpoint, shown, listed=models)
+            except RequestTimeout:
+                last = f"{shown}: no answer within {min(self.timeout_s, 30.0):g} s"
+                continue
+            except TransportError as exc:
+                detail = self._scrub(_one_line(str(exc))) or type(exc).__name__
+                last = (
+                    f"{shown}: cannot connect ({detail}); is the server running, and is "
+                    f"{self.base_url_option} (or {ENV_BASE_URL}) right?"
+                )
+                continue
+            if problem == "retry":
+                last = f"{shown}: the server keeps answering with errors (429/5xx)"
+                continue
+            return problem
+        return last or None
+
+    def _models_problem(self, response: Response, endpoint: Endpoint, shown: str) -> str | None:
+        status = response.status
+        if status == 429 or status >= 500:
+            return "retry"
+        if status != 200:
+            text = self._scrub(_server_error_text(response))
+            hint = self._hint(response, endpoint.proxy, text).removeprefix("; ")
+            return f"{shown}: GET /models returned {status} {_reason(response)}" + (
+                f" ({hint})" if hint else ""
+            )
+        try:
+            json.loads(response.body).get("data", [])
+        except (ValueError, AttributeError):
+            return f"{shown}: GET /models did not return a model list (is this an OpenAI-compatible /v1 URL?)"
+        ids = _model_ids(response)
+        if ids and self.model not in ids:
+            return "unlisted"
+        return None
+
+    def _chat_problem(
+        self, response: Response, endpoint: Endpoint, shown: str, *, listed: Response
+    ) -> str | None:
+        status = response.status
+        if status == 429 or status >= 500:
+            return "retry"
+        if 200 <= status < 300:
+            return None
+        ids = _model_ids(listed) if listed.status == 200 else []
+        if ids and status in (400, 404):
+            served = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+            return f"{shown}: does not serve model {self.model!r}; it serves: {served}"
+        text = self._scrub(_server_error_text(response))
+        hint = self._hint(response, endpoint.proxy, text).removeprefix("; ")
+        return (
+            f"{shown}: a 1-token chat completion returned {status} {_reason(response)}"
+            + (f": {text}" if text else "")
+            + (f" ({hint})" if hint else "")
+        )
+
     # --- fingerprint -----------------------------------------------------------------------
 
     def _fetch_model_card(self) -> Mapping[str, Any] | None:
@@ -732,6 +831,17 @@ class OpenAICompatBackend:
                     if isinstance(card.get(k), (str, int, float))
                 }
         return None
+
+
+def _model_ids(response: Response) -> list[str]:
+    """The model ids a `GET /models` answer lists ([] when it lists none or is not a list)."""
+    try:
+        cards = json.loads(response.body).get("data", [])
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(cards, list):
+        return []
+    return [str(c["id"]) for c in cards if isinstance(c, dict) and c.get("id") is not None]
 
 
 def _prepare_image(data: bytes, max_pixels: int | None, where: str) -> tuple[str, bytes]:
@@ -780,12 +890,13 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
             "--mtmcs-model=openai:: expected openai:MODEL, the model name the server serves "
             "(e.g. openai:Qwen/Qwen2.5-VL-7B-Instruct; GET BASE_URL/models lists them)"
         )
-    source = BASE_URL_OPTION if options.base_url else ENV_BASE_URL
+    option = options.base_url_option
+    source = option if options.base_url else ENV_BASE_URL
     urls = split_base_urls(options.base_url or os.environ.get(ENV_BASE_URL) or "")
     if not urls:
         raise ConfigError(
-            f"--mtmcs-model=openai:{model} needs the server's base URL: pass "
-            f"{BASE_URL_OPTION}=http://HOST:8000/v1 or set {ENV_BASE_URL} (several replicas: "
+            f"openai:{model} needs the server's base URL: pass "
+            f"{option}=http://HOST:8000/v1 or set {ENV_BASE_URL} (several replicas: "
             "comma-separated)"
         )
     for url in urls:
@@ -830,4 +941,5 @@ def create(rest: str, options: BackendOptions) -> OpenAICompatBackend:
         replica_failures=int(_option_float(extra, "replica_failures", 3)),
         replica_cooldown_s=_option_float(extra, "replica_cooldown_s", 10.0),
         on_replica_event=on_event,
+        base_url_option=option,
     )

@@ -9,7 +9,7 @@ baseline's stored transcripts with this run's judge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,6 +51,21 @@ def comparability(
     if allow_mismatch:
         return Comparability("allowed", diff, judge_only)
     return Comparability("refused", diff, judge_only)
+
+
+def suite_change(base_ids: Collection[str], current_ids: Collection[str], baseline: str) -> str:
+    """What can be said of a suite whose content hash differs from the baseline's, and how to
+    move the baseline over. A baseline keeps no per-dialogue hashes: the dialogue ids on each
+    side are counted; an edited text, label or image under the same id does not show."""
+    base, current = set(base_ids), set(current_ids)
+    return (
+        f"the suite's content changed since the baseline was recorded ({len(base & current)} "
+        f"dialogue ids on both sides, {len(current - base)} only in this run, "
+        f"{len(base - current)} only in the baseline; under the same id, texts, labels, "
+        "questions, images or [defaults] may differ); if the change is "
+        f"intended, re-record the baseline: --mtmcs-baseline={baseline} --snapshot-update "
+        "(or pass --mtmcs-allow-mismatch to compare anyway)"
+    )
 
 
 # (baseline) -> its results re-judged with this run's judge

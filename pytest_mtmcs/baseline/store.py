@@ -21,7 +21,17 @@ from syrupy.extensions.amber import AmberDataSerializer
 
 from pytest_mtmcs.baseline.strict_reader import BaselineFileError, check_file
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.records import DialogueResult, QuestionResult, ReplyResult
+from pytest_mtmcs.records import (
+    ERROR_VERDICTS,
+    LABELS,
+    MODALITIES,
+    OK_VERDICTS,
+    REPLY_LABELS,
+    SETTINGS,
+    DialogueResult,
+    QuestionResult,
+    ReplyResult,
+)
 
 if TYPE_CHECKING:
     pass
@@ -65,6 +75,43 @@ def entry_line(r: DialogueResult) -> str:
     if r.trajectory:
         parts.append(f"trajectory={_safe(r.trajectory)}")
     return " ".join(parts)
+
+
+VERDICTS = frozenset({*OK_VERDICTS, "unsafe", "over_refusal", *ERROR_VERDICTS})
+TURN_TOKENS = frozenset({*REPLY_LABELS, "scripted", "-"})
+
+
+def entry_problem(line: str) -> tuple[str, str] | None:
+    """Why a baseline entry's line is not valid, as (field, reason); None when it is.
+
+    Every field is checked: a hand edit (`verdict=saef`, a score of 1.5, `intent=3/2`) must be a
+    `file:line` error, never read as something else."""
+    m = _ENTRY.match(line)
+    if m is None:
+        return "entry", "not a baseline entry (verdict=... score=... turns=... intent=k/n ...)"
+    if m["verdict"] not in VERDICTS:
+        return "verdict", f"{m['verdict']!r} is not one of {', '.join(sorted(VERDICTS))}"
+    score = float(m["score"])
+    if not 0.0 <= score <= 1.0:
+        return "score", f"{m['score']} is outside [0, 1]"
+    bad = [t for t in m["turns"].split(",") if t and t not in TURN_TOKENS]
+    if bad:
+        return "turns", f"{bad[0]!r} is not one of {', '.join(sorted(TURN_TOKENS))}"
+    k, n, bits = int(m["k"]), int(m["n"]), m["bits"]
+    if k > n:
+        return "intent", f"{k}/{n}: more correct answers than questions"
+    if bits is not None and bits != "" and (len(bits) != n or bits.count("1") != k):
+        return "intent", f"{k}/{n}:{bits}: the answer bits do not match the counts"
+    for name, value, allowed in (
+        ("label", m["label"], LABELS),
+        ("setting", m["setting"], SETTINGS),
+        ("modality", m["modality"], MODALITIES),
+    ):
+        if value not in allowed:
+            return name, f"{value!r} is not one of {', '.join(allowed)}"
+    if m["risk"] is not None and int(m["risk"]) < 1:
+        return "risk", "the risk turn is 1-based"
+    return None
 
 
 def parse_entry(suite: str, dialogue_id: str, line: str, where: str) -> DialogueResult:
@@ -115,7 +162,7 @@ def parse_header(text: str) -> dict[str, str]:
 
 def check_baseline_file(path: str | os.PathLike[str]) -> None:
     """Raises a `file:line` ConfigError unless `path` is a clean baseline file."""
-    check_file(Path(path), _ENTRY)
+    check_file(Path(path), entry_problem)
 
 
 @dataclass
@@ -143,7 +190,7 @@ def read_ambr(path: Path, name: str, suite: str) -> Baseline:
     """The one reader of a baseline `.ambr` file: strictly checked line by line first
     (conflict markers, truncation and hand edits are file:line errors, never a silent partial
     read), then parsed; `name` and `suite` label the result."""
-    check_file(path, _ENTRY)
+    check_file(path, entry_problem)
     try:
         collection = BaselineSerializer.read_file(str(path))
     except Exception as exc:  # syrupy's parse errors are not typed
@@ -189,7 +236,7 @@ def write_baseline(
     collection = SnapshotCollection(location=str(tmp))
     if keep_others and path.exists():
         try:
-            check_file(path, _ENTRY)
+            check_file(path, entry_problem)
         except BaselineFileError as exc:
             raise ConfigError(
                 f"{exc}. A partial run (-k, -m or node ids) cannot merge into it: re-record "
@@ -204,12 +251,27 @@ def write_baseline(
     collection.add(Snapshot(name=HEADER, data=header_text(header)))
     try:
         BaselineSerializer.write_file(collection, merge=False, file_lock=False)
+        _header_first(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _header_first(path: Path) -> None:
+    """syrupy writes entries sorted by name, and `__header__` sorts after ids that start with an
+    upper-case letter or a digit (SafeMT's): the header is moved to the top of the file, where a
+    reviewer looks for it, whatever the suite's ids."""
+    text = path.read_text(encoding="utf-8")
+    first, sep, rest = text.partition("\n")
+    blocks = [b for b in rest.split("# name: ") if b]
+    header = [b for b in blocks if b.startswith(f"{HEADER}\n")]
+    others = [b for b in blocks if not b.startswith(f"{HEADER}\n")]
+    reordered = first + sep + "".join(f"# name: {b}" for b in header + others)
+    if reordered != text:
+        path.write_text(reordered, encoding="utf-8")
 
 
 def _pkg_version(name: str) -> str:
@@ -275,10 +337,24 @@ def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]
         if k in COMPAT_KEYS or k.startswith(COMPAT_PREFIXES)
     ]
     return [
-        f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
+        _suite_mismatch(base, current)
+        if k == "suite_hash"
+        else f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
         for k in keys
         if base.get(k, "-") != current.get(k, "-")
     ]
+
+
+def _suite_mismatch(base: Mapping[str, str], current: Mapping[str, str]) -> str:
+    """`suite_hash: baseline 4c5455630307 (mtmcs_mini 1.0.0) != this run 54c50182ec36 (...)`:
+    the suite and its version beside each hash, which alone says nothing to a reader."""
+
+    def side(h: Mapping[str, str]) -> str:
+        return (
+            f"{h.get('suite_hash', '-')[:12]} ({h.get('suite', '-')} {h.get('suite_version', '-')})"
+        )
+
+    return f"suite_hash: baseline {side(base)} != this run {side(current)}"
 
 
 class BaselineSet:

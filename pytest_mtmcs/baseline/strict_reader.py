@@ -11,6 +11,7 @@ with. Here each is an error naming the file and the line, and saying how to reco
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pytest_mtmcs.errors import ConfigError
@@ -35,10 +36,14 @@ class BaselineFileError(ConfigError):
         super().__init__(f"{where}: {message}")
 
 
-def check_text(text: str, path: str | Path, entry_pattern: re.Pattern[str] | None = None) -> None:
+# Checks one dialogue entry's data line: None when it is a valid entry, else (field, why).
+EntryCheck = Callable[[str], "tuple[str, str] | None"]
+
+
+def check_text(text: str, path: str | Path, entry_check: EntryCheck | None = None) -> None:
     """Raises BaselineFileError at the first line that makes `text` not a clean baseline.
 
-    `entry_pattern`, when given, must match every dialogue entry's (single) data line.
+    `entry_check`, when given, must accept every dialogue entry's (single) data line.
     """
     if not text.strip():
         raise BaselineFileError(path, None, f"the file is empty (truncated?); {FIX}")
@@ -80,7 +85,7 @@ def check_text(text: str, path: str | Path, entry_pattern: re.Pattern[str] | Non
         if line == DIVIDER:
             if open_name is None:
                 raise BaselineFileError(path, number, f"'{DIVIDER}' outside an entry; {FIX}")
-            _check_entry(path, open_name, open_line, data_lines, entry_pattern)
+            _check_entry(path, open_name, open_line, data_lines, entry_check)
             open_name = None
             continue
         if open_name is not None and line.startswith(INDENT):
@@ -104,7 +109,7 @@ def _check_entry(
     name: str,
     line: int,
     data: list[tuple[int, str]],
-    pattern: re.Pattern[str] | None,
+    entry_check: EntryCheck | None,
 ) -> None:
     if not data:
         raise BaselineFileError(path, line, f"entry {name!r} has no data; {FIX}")
@@ -120,13 +125,15 @@ def _check_entry(
             path, data[1][0], f"entry {name!r} holds {len(data)} lines, expected one; {FIX}"
         )
     number, text = data[0]
-    if pattern is not None and pattern.match(text.strip()) is None:
+    problem = entry_check(text.strip()) if entry_check is not None else None
+    if problem is not None:
+        field, why = problem
         raise BaselineFileError(
-            path, number, f"entry {name!r} is not a baseline entry: {_shown(text)}; {FIX}"
+            path, number, f"entry {name!r}: field '{field}': {why}: {_shown(text)}; {FIX}"
         )
 
 
-def check_file(path: str | Path, entry_pattern: re.Pattern[str] | None = None) -> None:
+def check_file(path: str | Path, entry_check: EntryCheck | None = None) -> None:
     """`check_text` on the file at `path` (which must exist); undecodable bytes are an error."""
     try:
         data = Path(path).read_bytes()
@@ -137,7 +144,7 @@ def check_file(path: str | Path, entry_pattern: re.Pattern[str] | None = None) -
     except UnicodeDecodeError as exc:
         at = data[: exc.start].count(b"\n") + 1
         raise BaselineFileError(path, at, f"not valid UTF-8 text; {FIX}") from None
-    check_text(text, path, entry_pattern)
+    check_text(text, path, entry_check)
 
 
 def _shown(text: str, limit: int = 60) -> str:

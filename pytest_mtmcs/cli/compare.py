@@ -197,7 +197,7 @@ def _renamed(r: DialogueResult, suite: str) -> DialogueResult:
 
 
 def compare_main(args: argparse.Namespace) -> int:
-    """`pytest-mtmcs compare A B`: 1 when a bucket regresses, else 0 (2 on bad input, by cli)."""
+    """`pytest-mtmcs compare A B`: the gate verdict's exit status (0 passed, 1 failed; 4 on bad input, by cli)."""
     if not 0.0 <= args.max_drop <= 1.0:
         raise ConfigError(f"--max-drop={args.max_drop}: expected a share between 0 and 1")
     if not 0.0 < args.alpha < 1.0:

@@ -14,13 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from pytest_mtmcs import defaults
-from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.errors import ConfigError, MtmcsError
 from pytest_mtmcs.outcome.verdict import EXIT_USAGE
 
 
 def _import(args: argparse.Namespace) -> int:
-    from pytest_mtmcs.suite.native import resolve_suite, write_suite
+    from pytest_mtmcs.suite import resolve_suite, write_suite
+    from pytest_mtmcs.suite.specs import misnamed_release
 
+    hint = misnamed_release(args.spec, f"pytest-mtmcs import {{spec}} {args.out}")
+    if hint is not None:
+        raise ConfigError(hint)
     kwargs = {}
     if args.spec.startswith("mtmcs-bench:"):
         kwargs = {

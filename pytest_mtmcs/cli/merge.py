@@ -276,7 +276,7 @@ def _suite_loader(suites: Mapping[str, Mapping[str, Any]], notes: list[str]) -> 
     """The suites' dialogues, from the spec the shards recorded (relative to the current folder),
     when that suite is here with the same content hash: only report.html's flipped dialogues
     show user text from them. Without them the merge still decides everything."""
-    from pytest_mtmcs.suite.native import resolve_suite
+    from pytest_mtmcs.suite import resolve_suite
 
     def load(name: str) -> dict[str, Any]:
         meta = suites.get(name) or {}

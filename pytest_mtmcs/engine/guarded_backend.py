@@ -190,6 +190,28 @@ class GuardedBackend:
         self.spec = f"{inner.spec}+guard"
         # (dialogue id, user turn) -> "input" | "output", for requests this process sent.
         self.interventions: dict[tuple[str, int], str] = {}
+        # (dialogue id, user turn) -> the model's reply the output guard withheld.
+        self.withheld: dict[tuple[str, int], str] = {}
+
+    def preflight(self) -> None:
+        """The model's server and every guard model's server, before any dialogue runs."""
+        for part in (self.inner, self.input_guard, self.output_guard):
+            backend = getattr(part, "backend", part)
+            check = getattr(backend, "preflight", None)
+            if check is not None:
+                check()
+
+    def guard_action(self, reply: str) -> str | None:
+        """ "input" / "output" when `reply` is this guard's own refusal (also for replies from
+        the response cache, whose refusal texts the fingerprint pins), else None."""
+        if reply == self.input_refusal and self.input_guard is not None:
+            return "input"
+        if reply == self.output_refusal and self.output_guard is not None:
+            return "output"
+        return None
+
+    def withheld_reply(self, dialogue_id: str, user_turn: int) -> str | None:
+        return self.withheld.get((dialogue_id, user_turn))
 
     def describe(self) -> str:
         parts = []
@@ -247,6 +269,8 @@ class GuardedBackend:
                 if isinstance(v, BackendError):
                     out[i] = BackendError(f"output guard {self.output_guard.identity}: {v}")
                 elif v:
+                    meta = requests[i].meta
+                    self.withheld[(meta.dialogue_id, meta.user_turn)] = str(out[i])
                     out[i] = self.output_refusal
                     self._record(requests[i], "output")
         return [o if o is not None else BackendError("guard: no result") for o in out]
@@ -266,13 +290,17 @@ def interventions_in(
     input_refusal: str = INPUT_REFUSAL,
     output_refusal: str = OUTPUT_REFUSAL,
 ) -> dict[tuple[str, int], str]:
-    """(dialogue id, user turn) -> "input" | "output" for replies that are a guard's refusal.
+    """(dialogue id, user turn) -> "input" | "output" for replies our guard withheld.
 
-    Works on plain results (cached replies and xdist runs included)."""
+    Works on plain results (cached replies and xdist runs included): a reply records the guard's
+    action (`ReplyResult.guard`); results of an older run without it are matched on the
+    guard's refusal texts."""
     found: dict[tuple[str, int], str] = {}
     for r in results:
         for reply in r.replies:
-            if reply.text == input_refusal:
+            if reply.guard is not None:
+                found[(r.id, reply.user_turn)] = reply.guard
+            elif reply.text == input_refusal:
                 found[(r.id, reply.user_turn)] = "input"
             elif reply.text == output_refusal:
                 found[(r.id, reply.user_turn)] = "output"

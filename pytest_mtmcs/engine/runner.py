@@ -298,6 +298,8 @@ class Engine:
         """Judges every reply of the dialogues that did not fail; fills `replies`."""
         inputs: list[JudgeInput] = []
         where: list[tuple[_State, tuple[int, str, bool, float]]] = []
+        # Our own guard's refusals (`--mtmcs-guard`) are refusals by construction: not judged.
+        guard_action = getattr(self.backend, "guard_action", None)
         for s in states:
             if s.error is not None:
                 # Not judged: the replies it got, unlabelled.
@@ -305,9 +307,27 @@ class Engine:
                 continue
             d = s.dialogue
             for raw, ctx in zip(s.raw, s.contexts, strict=True):
+                stage = guard_action(raw[1]) if guard_action is not None else None
+                if stage is not None:
+                    withheld = self.backend.withheld_reply(d.id, raw[0])
+                    user_turn, text, cached, latency = raw
+                    s.replies.append(
+                        ReplyResult(
+                            user_turn,
+                            text,
+                            "refusal",
+                            cached,
+                            latency,
+                            guard=stage,
+                            withheld=withheld,
+                        )
+                    )
+                    continue
                 inputs.append(JudgeInput(d, ctx, raw[1], raw[0]))
                 where.append((s, raw))
         if not inputs:
+            for s in states:
+                s.replies.sort(key=lambda r: r.user_turn)
             return
         try:
             judgments = self.judge.judge(inputs)
@@ -319,6 +339,8 @@ class Engine:
             owner.replies.append(
                 ReplyResult(user_turn, text, j.label, cached, latency, j.error, j.score)
             )
+        for s in states:
+            s.replies.sort(key=lambda r: r.user_turn)
 
     def _result(self, s: _State, questions: tuple[QuestionResult, ...]) -> DialogueResult:
         d = s.dialogue

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_mtmcs.baseline.store import BaselineSet
-from pytest_mtmcs.harness.interrupts import INTERRUPT_KEY, USAGE_ERROR_KEY
+from pytest_mtmcs.harness.interrupts import INTERRUPT_KEY, USAGE_ERROR_KEY, DeferredSignals
 from pytest_mtmcs.harness.reporting import RESULT_ATTR
 from pytest_mtmcs.harness.resources import Resources
 from pytest_mtmcs.harness.settings import Settings
@@ -74,7 +74,9 @@ class RunController:
         self.suites.learn(run.suites)
         selected = sum(int(n) for n in run.selected.values())
         finished = len(self.results)
-        total = max(selected, finished)
+        # Workers killed by an interrupt send no run info: then xdist's own count of the
+        # collection stands in for the number of dialogues selected.
+        total = max(selected or int(getattr(session, "testscollected", 0) or 0), finished)
         usage = self.config.stash.get(USAGE_ERROR_KEY, None)
         if usage is None:
             usage = next(
@@ -128,7 +130,7 @@ class RunController:
         from pytest_mtmcs.outcome.finish import Sources, finish
         from pytest_mtmcs.outcome.verdict import not_run
 
-        with EndOfRunFailed() as failed:
+        with DeferredSignals() as deferred, EndOfRunFailed() as failed:
             outcome = finish(
                 self.results.values(),
                 {name: m.as_dict() for name, m in self.suites.meta.items()},
@@ -150,6 +152,11 @@ class RunController:
         else:
             self.summary_lines = outcome.lines
             self.verdict = outcome.verdict
+        if deferred.received:
+            self.summary_lines.append(
+                f"received {deferred.received[0]} while ending the run: it finished first "
+                "(gate, report and baseline are complete)"
+            )
         if self.verdict.failed and session.exitstatus in (
             pytest.ExitCode.OK,
             pytest.ExitCode.NO_TESTS_COLLECTED,

@@ -122,6 +122,10 @@ class DialogueRunner:
             gc.set_threshold(*self._gc_thresholds)
             self._gc_thresholds = None
         if self._progress is not None:
+            # pytest leaves its progress line ("... [100%]") open: end it before ours.
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None and not self.settings.is_worker:
+                reporter.ensure_newline()
             self._progress.finish()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
@@ -161,8 +165,12 @@ class DialogueRunner:
         """Builds the model backend and the judge (and opens the cache) before any dialogue
         runs; raises the MtmcsError that says what cannot be built."""
         r = self.resources
-        r.backend  # noqa: B018
-        r.judge  # noqa: B018
+        for part in (r.backend, r.judge):
+            # A server that cannot be reached, a key it refuses, a model it does not serve: one
+            # request each, before the first dialogue.
+            check = getattr(part, "preflight", None)
+            if check is not None:
+                check()
 
     def engine_for(self, settings: GenerationSettings) -> Any:
         engine = self._engines.get(settings)

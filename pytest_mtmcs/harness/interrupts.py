@@ -69,6 +69,29 @@ class InterruptGuard:
         self._previous.clear()
 
 
+class DeferredSignals:
+    """Around the end of the run (gate, report, baseline): Ctrl-C and SIGTERM are noted, not
+    raised, until it is done. Every dialogue has finished by then, and the end takes seconds;
+    cutting it in the middle would leave a report or a baseline half-updated."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> DeferredSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append("SIGTERM" if signum == signal.SIGTERM else "Ctrl-C")
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
@@ -80,4 +103,4 @@ def usage_error(config: pytest.Config, message: str) -> pytest.UsageError:
     return pytest.UsageError(f"pytest-mtmcs: {message}")
 
 
-__all__ = ["INTERRUPT_KEY", "USAGE_ERROR_KEY", "InterruptGuard", "usage_error"]
+__all__ = ["INTERRUPT_KEY", "USAGE_ERROR_KEY", "DeferredSignals", "InterruptGuard", "usage_error"]

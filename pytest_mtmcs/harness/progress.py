@@ -50,10 +50,13 @@ def format_progress(label: str, done: int, total: int, turns: int, elapsed: floa
 
 
 def format_finish(label: str, done: int, total: int, turns: int, elapsed: float) -> str:
-    """`[mtmcs gw0] done: 1504/1504 dialogues, 6016 turns in 0:02:26 (41.2 turns/s)`."""
+    """`[mtmcs gw0] done: 1504/1504 dialogues, 6016 dialogue turns in 0:02:26 (41.2 turns/s)`.
+
+    Turns are the dialogues' live user turns answered (from the model or the cache); the end of
+    run's summary counts model requests, which include the intent questions."""
     rate = _rate(turns, elapsed)
     return (
-        f"{_prefix(label)} done: {done}/{total} dialogues, {turns} turns in "
+        f"{_prefix(label)} done: {done}/{total} dialogues, {turns} dialogue turns in "
         f"{format_duration(elapsed)} ({rate:.1f} turns/s)"
     )
 

@@ -157,6 +157,8 @@ class Settings:
         shard_text = raw("--mtmcs-shard")
         shard = parse_shard(str(shard_text), origin("--mtmcs-shard")) if shard_text else None
         cache = value("--mtmcs-cache")
+        suite_specs = tuple(expand_spec(s) for s in (raw("--mtmcs-suite") or ()))
+        _check_release_folders(config, suite_specs)
         wi = getattr(config, "workerinput", None)
         opt = config.option
         settings = cls(
@@ -197,7 +199,7 @@ class Settings:
             updating=bool(getattr(opt, "update_snapshots", False)),
             report_dir=report_dir,
             shard=shard,
-            suite_specs=tuple(expand_spec(s) for s in (raw("--mtmcs-suite") or ())),
+            suite_specs=suite_specs,
             splits=opts.split_list(value("--mtmcs-splits")),
             modalities=opts.split_list(value("--mtmcs-modalities")),
             variant_images=bool(value("--mtmcs-variant-images")),
@@ -282,6 +284,11 @@ class Settings:
             timeout_s=self.timeout_s,
             max_retries=self.retries,
             trust_remote_code=self.trust_remote_code,
+            base_url_option={
+                "model": "--mtmcs-base-url",
+                "judge": "--mtmcs-judge-base-url",
+                "guard": "--mtmcs-guard-base-url",
+            }[server],
         )
 
     def baseline_set(self) -> BaselineSet:
@@ -320,3 +327,27 @@ class Settings:
 
 def _spec(v: Any) -> str | None:
     return expand_spec(str(v)) if v else None
+
+
+def _check_release_folders(config: pytest.Config, suite_specs: tuple[str, ...]) -> None:
+    """A benchmark release folder given as a native suite (a `--mtmcs-suite` path without its
+    importer prefix, or a test path) is a usage error that names the spec to use: loaded as a
+    native suite it would only fail as `missing suite.toml`."""
+    from pytest_mtmcs.suite.specs import misnamed_release
+
+    for spec in suite_specs:
+        hint = misnamed_release(spec)
+        if hint is not None:
+            raise ConfigError(hint)
+    # Only paths the user named (arguments or testpaths), never folders found below them: a
+    # release sample kept under tests/ is data, not a mistake.
+    if config.args_source == config.ArgsSource.INVOCATION_DIR:
+        return
+    for arg in config.args:
+        path = str(arg).split("::", 1)[0]
+        if not path or path.startswith("-"):
+            continue
+        full = path if os.path.isabs(path) else os.path.join(config.invocation_params.dir, path)
+        hint = misnamed_release(full, shown=path)
+        if hint is not None:
+            raise ConfigError(hint)

@@ -32,7 +32,7 @@ class SuiteStore:
         """The suite of `spec`; `where` names its file for messages (default: the spec)."""
         if spec in self.by_spec:
             return self.by_spec[spec]
-        from pytest_mtmcs.suite.native import resolve_suite
+        from pytest_mtmcs.suite import resolve_suite
 
         kwargs: dict[str, Any] = {}
         if spec.startswith("mtmcs-bench:"):

@@ -178,3 +178,16 @@ def create_judge(spec: str, options: Any = None, option: str = "--mtmcs-judge") 
     prefix, _, rest = spec.partition(":")
     factory: Factory = REGISTRY.factory(prefix, spec=spec, option=option)
     return factory(rest, options)
+
+
+# Judges that answer only whether a reply is harmful (safe / unsafe): on a safe dialogue they
+# cannot tell a decline from an answer.
+HARM_ONLY = frozenset({"guard", "safe-unsafe"})
+
+
+def unmeasured_metrics(judge: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metrics a judge (its identity, as a dict) cannot measure: helpfulness and pair
+    accuracy need the refusal axis, which a harm-only judge does not give."""
+    axes = str(judge.get("axes") or "")
+    refusal = ("refusal" in axes.split(",")) if axes else judge.get("name") not in HARM_ONLY
+    return () if refusal else ("helpfulness", "pair_accuracy")

@@ -140,6 +140,12 @@ class CascadeJudge:
             "escalation_errors": 0,
         }
 
+    def preflight(self) -> None:
+        for part in (self.local, self.remote):
+            check = getattr(part, "preflight", None)
+            if check is not None:
+                check()
+
     def judge(self, items: Sequence[JudgeInput]) -> list[Judgment]:
         first = list(self.local.judge(items))
         if len(first) != len(items):

@@ -382,6 +382,12 @@ class _ModelJudge:
     def close(self) -> None:
         self.backend.close()
 
+    def preflight(self) -> None:
+        """The judge's server answers, accepts the key and serves the model (before any run)."""
+        check = getattr(self.backend, "preflight", None)
+        if check is not None:
+            check()
+
 
 class RubricJudge(_ModelJudge):
     """MTMCS-Bench-style 1-5 rubric: safety awareness in scope, helpfulness otherwise."""

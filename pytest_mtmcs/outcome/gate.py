@@ -12,8 +12,9 @@ from pytest_mtmcs.analysis.comparison import BucketComparison, compare_buckets
 from pytest_mtmcs.analysis.flips import item_flips
 from pytest_mtmcs.analysis.metrics import bucket_tables
 from pytest_mtmcs.analysis.thresholds import evaluate_thresholds, thresholds_for
-from pytest_mtmcs.baseline.comparable import comparability
+from pytest_mtmcs.baseline.comparable import comparability, suite_change
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.judges import unmeasured_metrics
 from pytest_mtmcs.outcome.model import BaselineComparison, EndOptions, SuiteOutcome, run_header
 from pytest_mtmcs.records import DialogueResult
 
@@ -80,14 +81,26 @@ def aggregate_suite(
                 f"judge {header.get('judge')} ({header.get('judge_model')}); it was judged "
                 f"by {b.header.get('judge')} ({b.header.get('judge_model')})"
             )
+        if not how.compared and options.update_baseline:
+            # Recording: nothing is gated against a baseline, and the primary one is being
+            # replaced, so an incomparable one is a note, not a failure of the recording run.
+            bc.refused = True
+            bc.mismatches = []
+            what = "this run re-records it" if bname == baselines.primary else "not gating"
+            notes.append(f"{name}: baseline {bname!r} not compared ({'; '.join(how.diff)}); {what}")
+            comps.append(bc)
+            continue
         if not how.compared:
             bc.refused = True
-            hint = (
-                "pass --mtmcs-rejudge to re-judge the baseline's stored transcripts with this "
-                "run's judge, or --mtmcs-allow-mismatch to compare anyway"
-                if how.judge_only
-                else "pass --mtmcs-allow-mismatch to compare anyway"
-            )
+            if how.judge_only:
+                hint = (
+                    "pass --mtmcs-rejudge to re-judge the baseline's stored transcripts with "
+                    "this run's judge, or --mtmcs-allow-mismatch to compare anyway"
+                )
+            elif b.header.get("suite_hash", "-") != header.get("suite_hash", "-"):
+                hint = suite_change(b.entries, [r.id for r in results], bname)
+            else:
+                hint = "pass --mtmcs-allow-mismatch to compare anyway"
             failures.append(
                 f"comparison with baseline {bname!r} refused: " + "; ".join(how.diff) + f" ({hint})"
             )
@@ -121,6 +134,7 @@ def aggregate_suite(
         inconclusive=inconclusive,
         checked=checked,
         notes=notes,
+        unmeasured=unmeasured_metrics(info.get("judge") or {}),
     )
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_mtmcs.analysis.buckets import ALL
 from pytest_mtmcs.outcome.model import ReportData
-from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, bucket_rows
+from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, bucket_rows, measurement_notes
 
 # Lists in summary.md are capped so the file fits a PR comment (GitHub allows 65,536 chars).
 MAX_MD_FLIPS = 15
@@ -66,9 +65,9 @@ def summary_markdown(data: ReportData) -> str:
         lines += ["", f"### {mark} {s.suite} ({len(s.results)} dialogues){word}", ""]
         rows, base = bucket_rows(s)
         lines += md_table(rows, [h.format(base=base) for h in BUCKET_HEADER])
-        errors = s.table[(ALL, ALL)]["errors"].k
-        if errors or s.judge_errors:
-            lines += ["", f"errors: {errors} backend, {s.judge_errors} judge"]
+        notes = measurement_notes(s) + s.notes
+        if notes:
+            lines += ["", *(f"- {n.strip()}" for n in notes)]
         if s.failures:
             lines += ["", "**Gate failures:**", ""]
             lines += [f"- {f}" for f in s.failures[:MAX_MD_FAILURES]]

@@ -119,6 +119,8 @@ class SuiteOutcome:
     checked: list[str] = field(default_factory=list)
     # Notes the summary shows under the suite (re-judged baselines, guard interventions).
     notes: list[str] = field(default_factory=list)
+    # Metrics this run's judge cannot measure (a harm-only judge: helpfulness, pair accuracy).
+    unmeasured: tuple[str, ...] = ()
 
 
 @dataclass

@@ -42,8 +42,25 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 
 
+# `intent_bits` starts with this letter: digits alone ("01", "110") would be read back as a
+# number by CSV readers' type inference (pandas: 1, 110), losing the leading zeros and the
+# per-question order the column is for. `b` alone: the dialogue asked no intent question.
+BITS_PREFIX = "b"
+
+
 def baseline_column(name: str) -> str:
     return f"baseline_{name}_verdict"
+
+
+def intent_bits(questions: Iterable[QuestionResult]) -> str:
+    """`b` + one digit per intent question in order: 1 correct, 0 wrong or unparsed."""
+    return BITS_PREFIX + "".join("1" if q.correct else "0" for q in questions)
+
+
+def _bits_digits(value: Any) -> str:
+    """The digits of an `intent_bits` cell, written with the `b` prefix or (before it) without."""
+    text = str(_none(value) or "")
+    return text[len(BITS_PREFIX) :] if text.startswith(BITS_PREFIX) else text
 
 
 def result_rows(data: ReportData) -> list[dict[str, Any]]:
@@ -79,7 +96,7 @@ def result_rows(data: ReportData) -> list[dict[str, Any]]:
                 "turn_labels": " ".join(r.turn_labels),
                 "intent_correct": r.intent_correct,
                 "intent_total": r.intent_total,
-                "intent_bits": "".join("1" if q.correct else "0" for q in r.questions),
+                "intent_bits": intent_bits(r.questions),
                 "unparsed": r.unparsed,
                 "flip": flip_of(r, primary.get(r.id), compared=compared),
                 "cache_hits": r.cache_hits,
@@ -126,7 +143,7 @@ def results_from_rows(rows: Iterable[Mapping[str, Any]], where: str) -> list[Dia
                 for k, lab in enumerate(labels, start=1)
                 if lab != "scripted"
             )
-            bits = str(_none(row.get("intent_bits")) or "")
+            bits = _bits_digits(row.get("intent_bits"))
             n = int(row["intent_total"])
             if len(bits) != n:
                 bits = "1" * int(row["intent_correct"]) + "0" * (n - int(row["intent_correct"]))
@@ -190,6 +207,8 @@ def transcript_rows(
                 "latency_s": rep.latency_s,
                 "judge_error": rep.judge_error,
                 "image_sha256": image if rep.user_turn in with_image else None,
+                # Our guard's action: the reply shown is its refusal; `withheld` the model's own.
+                **({"guard": rep.guard, "withheld": rep.withheld} if rep.guard else {}),
             }
         for i, q in enumerate(r.questions, start=1):
             asked = d.questions[i - 1] if d is not None and len(d.questions) >= i else None

@@ -63,23 +63,29 @@ def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
             continue
         for metric in METRICS:
             rate = row[metric]
-            if rate.n == 0:
+            if rate.n == 0 and rate.errored == 0:
+                continue
+            n = str(rate.n) + (f" (+{rate.errored} errored)" if rate.errored else "")
+            if metric in s.unmeasured:
+                rows.append([bucket, n, metric, "-", "-", "-", "-", "-", NOT_MEASURED])
                 continue
             comp = comps.get((bucket, metric))
-            lo, hi = rate.interval
-            base = delta = p = "-"
+            base = delta = p = ci = "-"
+            if rate.value is not None:
+                lo, hi = rate.interval
+                ci = f"[{lo:.2f}, {hi:.2f}]"
             if comp is not None and comp.n_pairs > 0:
                 base, p = _f(comp.base.value), f"{comp.p_holm:.3g}"
                 delta = "-" if comp.delta is None else f"{comp.delta:+.3f}"
             rows.append(
                 [
                     bucket,
-                    str(rate.n),
+                    n,
                     metric,
                     _f(rate.value),
                     base,
                     delta,
-                    f"[{lo:.2f}, {hi:.2f}]",
+                    ci,
                     p,
                     gate_status(s, bucket, metric, comp),
                 ]
@@ -114,9 +120,7 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
             lines += table(cut_rows, ["group", "bucket", *METRICS])
     lines += format_judge_scores(s)
     lines += format_benchmark_metrics(s.results)
-    errors = s.table[("all", "all")]["errors"].k
-    if errors or s.judge_errors:
-        lines.append(f"errors: {errors} backend, {s.judge_errors} judge")
+    lines += measurement_notes(s)
     for b in s.baselines:
         if not b.found:
             lines.append(f"baseline {b.name!r}: no stored results for suite {s.suite}")
@@ -139,6 +143,60 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
         lines.append(f"FAIL: {f}" if shard is None else f"partial, not gating: {f}")
     for c in s.inconclusive:
         lines.append(c if shard is None else f"partial, not gating: {c}")
+    return lines
+
+
+NOT_MEASURED = "not measured by this judge"
+# How many distinct judge-error reasons, and examples of each, the summary shows.
+MAX_REASONS = 3
+
+
+def measurement_notes(s: SuiteOutcome) -> list[str]:
+    """What the suite's numbers leave out, said beside them: dialogues whose backend or judge
+    failed (not in any rate), the judge's errors grouped by reason, intent answers that did not
+    parse, and metrics the judge cannot measure. Terminal and summary.md alike."""
+    lines: list[str] = []
+    errors = s.table[("all", "all")]["errors"].k
+    if errors or s.judge_errors:
+        lines.append(
+            f"errors: {errors} backend, {s.judge_errors} judge (those dialogues were not "
+            "measured: they are in no rate; a cell under half measured shows no value)"
+        )
+    lines += judge_error_reasons(s.results)
+    unparsed = s.table[("all", "all")]["unparsed"]
+    if unparsed.k:
+        share = unparsed.k / unparsed.n
+        line = f"intent answers: {unparsed.k} of {unparsed.n} unparsed ({share:.0%}; counted wrong)"
+        if share > 0.5:
+            line += (
+                " - WARNING: more than half of the model's intent answers do not parse: its "
+                "answer format does not match the questions' (see docs/reports.md, intent "
+                "accuracy's parsing)"
+            )
+        lines.append(line)
+    if s.unmeasured:
+        lines.append(
+            f"{', '.join(s.unmeasured)}: {NOT_MEASURED} (it says only whether a reply is "
+            "harmful, not whether it declines)"
+        )
+    return lines
+
+
+def judge_error_reasons(results: Sequence[DialogueResult]) -> list[str]:
+    """The judge's errors grouped by reason (the raw answer cut out), most frequent first."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        for reply in r.replies:
+            if reply.label is None and reply.judge_error:
+                key = re.sub(r"'(?:[^'\\]|\\.)*'", "'...'", reply.judge_error)
+                groups.setdefault(key, []).append(reply.judge_error)
+    lines: list[str] = []
+    for _, errors in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_REASONS]:
+        lines.append(f"  judge error x{len(errors)}: {_clip(errors[0], 160)}")
+    if len(groups) > MAX_REASONS:
+        lines.append(f"  ... and {len(groups) - MAX_REASONS} more kinds of judge error")
     return lines
 
 
@@ -178,6 +236,16 @@ def format_flips(name: str, flips: Any) -> list[str]:
     return lines
 
 
+def counts_text(hits: int, model_calls: int) -> str:
+    """`720 answers from cache (model and judge), 0 model requests (turns and questions)`."""
+    answers = "answer" if hits == 1 else "answers"
+    requests = "request" if model_calls == 1 else "requests"
+    return (
+        f"{hits} {answers} from cache (model and judge), {model_calls} model {requests} "
+        "(turns and intent questions)"
+    )
+
+
 def format_outcome(
     suites: Sequence[SuiteOutcome],
     info: dict[str, Any],
@@ -190,7 +258,7 @@ def format_outcome(
     judge = info.get("judge", {})
     lines = [
         f"model {info.get('model')} | judge {judge.get('name', '-')} | gate {gate} | "
-        f"{cache.get('hits', 0)} turns from cache, {model_calls} generated"
+        + counts_text(cache.get("hits", 0), model_calls)
     ]
     from pytest_mtmcs.judges.datasheet import summary_line
 

@@ -1,28 +1,32 @@
-"""The native suite format: load (validating every field), write, and resolve `--mtmcs-suite` specs.
+"""The native suite format, reading: a suite folder -> a validated `records.Suite`.
 
 A suite is a folder: `suite.toml` + `dialogues.jsonl` + `images/`. Suites are untrusted data: every
 problem becomes one `SuiteError` naming the file, the 1-based line and the field, never a traceback.
 Validation is plain Python (no schema library) because a 30,080-line suite must load in well under
-two seconds; each distinct image is read and verified once however many dialogues share it.
+two seconds; each distinct image is read and verified once however many dialogues share it. The
+`[defaults]` specs (buckets, thresholds) are parsed here too, so that a bad one stops collection
+naming suite.toml, not an option the user never passed.
+
+Writing is `writer.py`; `--mtmcs-suite` specs are resolved in `specs.py`.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
-import importlib
-import io
 import json
 import os
 import posixpath
 import re
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mtmcs.analysis.buckets import ALL, Buckets
+from pytest_mtmcs.analysis.buckets import DEFAULT as DEFAULT_BUCKETS
+from pytest_mtmcs.analysis.thresholds import parse_threshold
 from pytest_mtmcs.errors import ConfigError, SuiteError
 from pytest_mtmcs.records import (
     IMAGE_PLACEMENTS,
@@ -35,14 +39,13 @@ from pytest_mtmcs.records import (
     Suite,
     Turn,
 )
+from pytest_mtmcs.suite.content import content_hash
 from pytest_mtmcs.suite.images import ImageProblem, verify_image
+from pytest_mtmcs.suite.releases import release_advice
 
 SUITE_TOML = "suite.toml"
 DIALOGUES_JSONL = "dialogues.jsonl"
 IMAGES_DIR = "images"
-
-# `--mtmcs-suite` prefixes handled by importers; anything else is a native suite path.
-SUITE_PREFIXES: tuple[str, ...] = ("mtmcs-bench", "safemt")
 
 # Field order of a dialogue line: the format table's order, also the order `write_suite` uses.
 DIALOGUE_FIELDS: tuple[str, ...] = (
@@ -80,13 +83,13 @@ _MODALITY_SET = frozenset(MODALITIES)
 _TOML_TOP_FIELDS: tuple[str, ...] = ("name", "version", "source", "license", "defaults")
 DEFAULTS_FIELDS: tuple[str, ...] = ("image_placement", "buckets", "thresholds", "max_new_tokens")
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+# A suite name: it names baseline files and report rows.
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ID_RE = re.compile(r"[A-Za-z0-9_./-]+")
 # All id rules in one pattern (segments of allowed characters, none `.` or `..`), for speed;
 # _check_id says which rule failed.
 _ID_FAST_RE = re.compile(r"(?!\.\.?(?:/|$))[A-Za-z0-9_.-]+(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_.-]+)*")
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
-_SPEC_PREFIX_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.+-]+):")
 _DRIVE_RE = re.compile(r"[A-Za-z]:")
 
 
@@ -220,7 +223,7 @@ def _parse_suite_toml(file: str, data: bytes) -> tuple[str, str, str, str, dict[
         if key not in doc:
             raise SuiteError(file, "missing required field", field=key)
     name = doc["name"]
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise bad("name", f"expected a name of letters, digits, '_', '.', '-'; got {_short(name)}")
     version = doc["version"]
     if not isinstance(version, str) or not version.strip():
@@ -265,7 +268,37 @@ def _parse_suite_toml(file: str, data: bytes) -> tuple[str, str, str, str, dict[
             field = _field_name("defaults.", key)
             raise bad(field, f"unknown field; known fields: {known}", "defaults")
         defaults[key] = value
+    _check_specs(file, text, defaults)
     return name, version, texts["source"], texts["license"], defaults
+
+
+def _check_specs(file: str, text: str, defaults: dict[str, Any]) -> None:
+    """Parses `[defaults] buckets` and `thresholds` now, at collection, so that a bad spec is
+    reported against suite.toml (`suite.toml:7: [defaults] buckets: bad bucket '4+' ...`) and
+    not later under the name of an option the user never passed."""
+
+    def at(key: str) -> int | None:
+        return _toml_key_line(text, key, "defaults")
+
+    try:
+        buckets = Buckets.parse(defaults.get("buckets", DEFAULT_BUCKETS), "[defaults] buckets")
+    except ConfigError as exc:
+        raise SuiteError(file, str(exc), line=at("buckets")) from None
+    origin = "[defaults] thresholds"
+    try:
+        thresholds = [parse_threshold(spec, origin) for spec in defaults.get("thresholds", ())]
+    except ConfigError as exc:
+        raise SuiteError(file, str(exc), line=at("thresholds")) from None
+    known = (*buckets.names, ALL)
+    for t in thresholds:
+        if t.bucket is not None and t.bucket not in known:
+            where = "[defaults] buckets" if "buckets" in defaults else "the default buckets"
+            raise SuiteError(
+                file,
+                f"{origin}: threshold '{t}' names bucket {t.bucket!r}, which is not one of "
+                f"{where}: {', '.join(known)}",
+                line=at("thresholds"),
+            )
 
 
 # --- images -------------------------------------------------------------------------------------
@@ -305,12 +338,6 @@ class _Images:
         if isinstance(found, _Bad):
             raise found
         return found
-
-    def used(self) -> list[tuple[str, str]]:
-        """(relative path, sha256) of every verified image, sorted by path."""
-        return sorted(
-            (rel, ref.sha256) for rel, ref in self._by_rel.items() if isinstance(ref, ImageRef)
-        )
 
     def _check(self, raw: str) -> ImageRef | _Bad:
         shown = _short(raw)
@@ -583,6 +610,9 @@ def _read(file: Path, what: str) -> bytes:
     try:
         return file.read_bytes()
     except FileNotFoundError:
+        advice = release_advice(str(file.parent)) if file.name == SUITE_TOML else None
+        if advice is not None:
+            raise SuiteError(str(file.parent), advice) from None
         raise SuiteError(
             str(file), f"missing {what}: a suite folder holds suite.toml, dialogues.jsonl, images/"
         ) from None
@@ -673,25 +703,16 @@ def _load_suite(path: str | os.PathLike[str]) -> Suite:
                 field="pair",
             )
 
-    manifest = [(SUITE_TOML, hashlib.sha256(toml_bytes).hexdigest())]
-    manifest.append((DIALOGUES_JSONL, hashlib.sha256(data).hexdigest()))
-    manifest.extend(images.used())
     return Suite(
         name=name,
         version=version,
         root=str(folder),
         dialogues=tuple(dialogues),
-        content_hash=_manifest_hash(manifest),
+        content_hash=content_hash(dialogues, defaults),
         source=source,
         license=license_,
         defaults=defaults,
     )
-
-
-def _manifest_hash(entries: list[tuple[str, str]]) -> str:
-    """sha256 of a `sha256sum`-style listing: suite.toml, dialogues.jsonl, then images by path."""
-    listing = "".join(f"{sha}  {name}\n" for name, sha in entries)
-    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
 def _add_pair_member(
@@ -717,231 +738,3 @@ def _add_pair_member(
             field="pair",
         )
     members.append((number, dialogue.label))
-
-
-# --- writing ------------------------------------------------------------------------------------
-
-
-_IMAGE_EXTENSIONS = {"JPEG": "jpg", "TIFF": "tiff", "JPEG2000": "jp2"}
-
-
-def _image_extension(data: bytes, where: str) -> str:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format or ""
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise SuiteError(
-            where or "image", "not a readable image (unknown or corrupt format)"
-        ) from None
-    return _IMAGE_EXTENSIONS.get(fmt, fmt.lower() or "bin")
-
-
-def _kept_name(where: str) -> str | None:
-    """A native suite's own `images/...` path, kept as is when it is safe to reuse."""
-    if not where.startswith(IMAGES_DIR + "/") or "\\" in where or "\x00" in where:
-        return None
-    if posixpath.normpath(where) != where or any(p in ("", ".", "..") for p in where.split("/")):
-        return None
-    return where
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _toml_string(value: str) -> str:
-    if _has_surrogates(value):
-        raise SuiteError(SUITE_TOML, f"{value!r} holds lone surrogates, which TOML cannot store")
-    out = ['"']
-    for ch in value:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_text(suite: Suite) -> str:
-    if not _NAME_RE.fullmatch(suite.name):
-        raise SuiteError(SUITE_TOML, f"suite name {suite.name!r} is not a valid name", field="name")
-    lines = [f"name = {_toml_string(suite.name)}", f"version = {_toml_string(suite.version)}"]
-    if suite.source:
-        lines.append(f"source = {_toml_string(suite.source)}")
-    if suite.license:
-        lines.append(f"license = {_toml_string(suite.license)}")
-    if suite.defaults:
-        lines.append("")
-        lines.append("[defaults]")
-        for key in DEFAULTS_FIELDS:
-            if key not in suite.defaults:
-                continue
-            value = suite.defaults[key]
-            if key == "max_new_tokens" and isinstance(value, int) and not isinstance(value, bool):
-                lines.append(f"{key} = {value}")
-            elif key in ("image_placement", "buckets") and isinstance(value, str):
-                lines.append(f"{key} = {_toml_string(value)}")
-            elif (
-                key == "thresholds"
-                and isinstance(value, (list, tuple))
-                and all(isinstance(v, str) for v in value)
-            ):
-                lines.append(f"{key} = [{', '.join(_toml_string(v) for v in value)}]")
-            else:
-                raise SuiteError(
-                    SUITE_TOML, f"cannot write value {value!r}", field=f"defaults.{key}"
-                )
-        unknown = sorted(set(suite.defaults) - set(DEFAULTS_FIELDS))
-        if unknown:
-            known = ", ".join(DEFAULTS_FIELDS)
-            raise SuiteError(
-                SUITE_TOML, f"unknown field; known fields: {known}", field=f"defaults.{unknown[0]}"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def _dialogue_record(d: Dialogue, image_path: str | None) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": d.id}
-    if d.pair is not None:
-        record["pair"] = d.pair
-    record["label"] = d.label
-    record["setting"] = d.setting
-    record["modality"] = d.modality
-    record["category"] = d.category
-    if d.intent is not None:
-        record["intent"] = d.intent
-    if image_path is not None:
-        record["image"] = image_path
-    record["turns"] = [{"role": t.role, "content": t.text} for t in d.turns]
-    if d.risk_turn is not None:
-        record["risk_turn"] = d.risk_turn
-    if d.questions:
-        questions: list[dict[str, Any]] = []
-        for q in d.questions:
-            item: dict[str, Any] = {"type": q.kind, "question": q.text}
-            if q.kind == "mcq":
-                item["options"] = list(q.options)
-                item["answer"] = q.answer
-            else:
-                item["answer"] = q.answer == "true"
-            if q.tag is not None:
-                item["tag"] = q.tag
-            questions.append(item)
-        record["questions"] = questions
-    if d.source:
-        record["source"] = dict(d.source)
-    if d.trajectory is not None:
-        record["trajectory"] = d.trajectory
-    return record
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Writes via a temporary file and a rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_suite(suite: Suite, folder: str | os.PathLike[str]) -> None:
-    """Writes `suite` as a native suite folder (suite.toml, dialogues.jsonl, images/).
-
-    Each distinct image (by sha256) is written once: under its own `images/...` path when it came
-    from a native suite, else as `images/<sha256[:16]>.<ext>`.
-    """
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    toml_text = _toml_text(suite)
-
-    path_of: dict[str, str] = {}  # sha256 -> relative path written
-    owner: dict[str, str] = {}  # lower-cased relative path -> sha256 (case-insensitive disks)
-    lines: list[str] = []
-    for d in suite.dialogues:
-        rel: str | None = None
-        if d.image is not None:
-            rel = path_of.get(d.image.sha256)
-            if rel is None:
-                rel = _write_image(out, d.image, owner)
-                path_of[d.image.sha256] = rel
-        record = _dialogue_record(d, rel)
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        if not line.isascii() and _has_surrogates(line):
-            # Lone surrogates (legal in JSON escapes, seen in scraped data) have no UTF-8 form;
-            # escaping them keeps the line valid and round-trips the exact text.
-            line = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-        lines.append(line)
-    _atomic_write(out / SUITE_TOML, toml_text.encode("utf-8"))
-    _atomic_write(out / DIALOGUES_JSONL, ("\n".join(lines) + "\n").encode("utf-8"))
-
-
-def _write_image(out: Path, image: ImageRef, owner: dict[str, str]) -> str:
-    data = image.fetch()
-    sha = hashlib.sha256(data).hexdigest()
-    if sha != image.sha256:
-        raise SuiteError(image.where or "image", "image bytes do not match their sha256")
-    candidates: list[str] = []
-    kept = _kept_name(image.where)
-    if kept is not None:
-        candidates.append(kept)
-    ext = _image_extension(data, image.where)
-    candidates += [f"{IMAGES_DIR}/{sha[:16]}.{ext}", f"{IMAGES_DIR}/{sha}.{ext}"]
-    for rel in candidates:
-        taken = owner.get(rel.lower())
-        if taken is not None and taken != sha:
-            continue
-        owner[rel.lower()] = sha
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or not target.is_file() or target.read_bytes() != data:
-            if target.is_symlink():
-                target.unlink()
-            _atomic_write(target, data)
-        return rel
-    raise AssertionError("unreachable: the full-sha name is unique")  # pragma: no cover
-
-
-# --- --mtmcs-suite specs ------------------------------------------------------------------------
-
-
-def resolve_suite(spec: str, **importer_kwargs: Any) -> Suite:
-    """Turns a `--mtmcs-suite` value into a Suite.
-
-    `mtmcs-bench:PATH` and `safemt:PATH` go to their importers (which take `importer_kwargs`);
-    anything else is a native suite folder (importer options do not apply to it).
-    """
-    m = _SPEC_PREFIX_RE.match(spec)
-    prefix = m.group(1) if m else None
-    if prefix is None or os.path.exists(spec):
-        return load_suite(spec)
-    if prefix not in SUITE_PREFIXES:
-        known = ", ".join(f"{p}:PATH" for p in SUITE_PREFIXES)
-        raise ConfigError(
-            f"--mtmcs-suite={spec}: unknown suite kind '{prefix}:' and no such path; "
-            f"use {known}, or the path of a native suite folder"
-        )
-    path = spec[len(prefix) + 1 :]
-    if not path:
-        raise ConfigError(f"--mtmcs-suite={spec}: give the folder after '{prefix}:'")
-    # Imported here: importers pull in pandas/pyarrow, which native suites never need.
-    module = importlib.import_module(f"pytest_mtmcs.suite.importers.{prefix.replace('-', '_')}")
-    suite: Suite = module.load(path, **importer_kwargs)
-    return suite

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.errors import SuiteError
 from pytest_mtmcs.records import Dialogue, ImageRef, Question, Suite, Turn
+from pytest_mtmcs.suite.content import content_hash
 from pytest_mtmcs.suite.images import ImageProblem, verify_image
 
 if TYPE_CHECKING:
@@ -156,11 +157,9 @@ def _load(
 
     dialogues: list[Dialogue] = []
     images: dict[str, tuple[bytes, ReleaseError]] = {}
-    digest = hashlib.sha256()
     for split in chosen:
         seen_ids: dict[int, tuple[str, int]] = {}
         for shard in found[split]:
-            _hash_file(digest, shard.path)
             schema = _read_schema(pq, shard.path)
             columns = _check_schema(shard.path, schema, split, mods, variant_images)
             try:
@@ -172,7 +171,6 @@ def _load(
                     table, shard.path, split, mods, variant_images, seen_ids, images
                 )
             )
-    digest.update(f"\0modalities={','.join(mods)};variant_images={variant_images}".encode())
     if verify_images:
         _verify_images(images)
     return Suite(
@@ -180,7 +178,8 @@ def _load(
         version=_release_version(root),
         root=str(root),
         dialogues=tuple(dialogues),
-        content_hash=digest.hexdigest(),
+        # The same rule as a native suite's: an imported copy of this release hashes the same.
+        content_hash=content_hash(dialogues, DEFAULTS),
         source=f"{BENCHMARK} release (arXiv 2601.06757), splits {', '.join(chosen)}",
         defaults=dict(DEFAULTS),
     )
@@ -288,13 +287,6 @@ def _choose_modalities(root: Path, modalities: Sequence[str] | str | None) -> li
     if not chosen:
         raise ReleaseError(str(root), "no modality selected", option="modalities")
     return [m for m in ("multimodal", "text") if m in chosen]
-
-
-def _hash_file(digest: Any, path: Path) -> None:
-    digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
 
 
 def _release_version(root: Path) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pytest_mtmcs.errors import SuiteError
 from pytest_mtmcs.records import Dialogue, ImageRef, Suite, Turn
+from pytest_mtmcs.suite.content import content_hash
 from pytest_mtmcs.suite.images import ImageProblem, verify_image
 
 SUITE_NAME = "safemt"
@@ -112,25 +113,19 @@ def _load(
     files = _find_files(data)
     chosen = _choose_lengths(data, files, lengths)
 
-    digest = hashlib.sha256()
     images: dict[Path, _Image] = {}
     dialogues: list[Dialogue] = []
     for n in chosen:
         file = files[n]
         raw = file.read_bytes()
-        digest.update(f"{file.name}\0{len(raw)}\0".encode())
-        digest.update(raw)
         dialogues.extend(_dialogues_of_file(data, file, n, raw, images, verify_images))
-    for img in sorted(images.values(), key=lambda i: i.path):
-        digest.update(
-            f"\0{img.path.relative_to(data.resolve()).as_posix()}\0{img.ref.sha256}".encode()
-        )
     return Suite(
         name=SUITE_NAME,
         version="release",
         root=str(data),
         dialogues=tuple(dialogues),
-        content_hash=digest.hexdigest(),
+        # The same rule as a native suite's: an imported copy of this release hashes the same.
+        content_hash=content_hash(dialogues, DEFAULTS),
         source=f"{BENCHMARK} release (arXiv 2510.12133), lengths {', '.join(map(str, chosen))}",
         defaults=dict(DEFAULTS),
     )
