@@ -3,7 +3,9 @@
     python benchmarks/bench_judge.py [--judge SPEC ...] [--labelled FILE] [--limit N] [--rounds R]
 
 Judges (default: the plugin's default judge and `rules`) label the same replies, with the
-requests they answer, from the labelled test split. Each round runs every judge in turn
+requests they answer, from the labelled test split. Each reply is judged as the answer to the
+risk turn of an unsafe dialogue, so a judge of both axes decides both (the `ngram` judge's harm
+and off-target heads run on every reply). Each round runs every judge in turn
 (interleaved, so that machine load hits all of them alike) twice: once over all replies in one
 call (throughput, replies/s) and once reply by reply (latency per reply: mean and p99). Memo caches
 in the judge modules are cleared before each pass: every reply is judged from scratch. The
@@ -24,10 +26,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pytest_mtmcs import defaults  # noqa: E402
 from pytest_mtmcs.judges import JudgeInput  # noqa: E402
 from pytest_mtmcs.judges.agreement import (  # noqa: E402
     build_judge,
-    default_judge,
     judge_inputs,
     load_labelled_records,
 )
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first N replies only (default: all)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
-    specs = list(dict.fromkeys(args.judge or [default_judge(), "rules"]))
+    specs = list(dict.fromkeys(args.judge or [defaults.JUDGE, "rules"]))
     rows = load_labelled_records(args.labelled)
     if args.limit:
         rows = rows[: args.limit]

@@ -78,9 +78,71 @@ def test_escalates_unsure_unlabelled_and_unrated_replies() -> None:
     assert out[1].score == 0.2
     assert out[3].error is not None and "model judge failed: unparsed" in out[3].error
     assert "local no label" in (out[4].rationale or "")
-    assert judge.counts == {"judged": 5, "escalated": 3, "escalation_errors": 1}
+    assert judge.counts == {
+        "judged": 5,
+        "escalated": 3,
+        "escalated_refusal": 3,
+        "escalated_harm": 0,
+        "escalation_errors": 1,
+    }
     judge.close()
     assert local.closed and remote.closed
+
+
+class ScriptedAxes(Scripted):
+    def __init__(self, name: str, table: dict[str, Judgment], axes: str) -> None:
+        super().__init__(name, table)
+        self.identity = JudgeIdentity(name, model=f"{name}-model", axes=axes)
+
+
+# The local judge decides both axes; "harm-unsure" is sure of its refusal label only.
+LOCAL_BOTH = {
+    "sure": Judgment("compliance", confidence=0.95, harm=True, harm_confidence=0.9),
+    "harm-unsure": Judgment("compliance", confidence=0.95, harm=True, harm_confidence=0.6),
+    "both-unsure": Judgment("compliance", confidence=0.5, harm=False, harm_confidence=0.5),
+    "no-harm-said": Judgment("compliance", confidence=0.95),  # harm None: not decided here
+    "off": Judgment(
+        "compliance", confidence=0.95, harm=False, harm_confidence=0.9, off_target=True
+    ),
+}
+# A harm-only model judge (a guard): its label is not a refusal-axis decision.
+GUARD = {
+    "harm-unsure": Judgment("refusal", rationale="safe", harm=False),
+    "both-unsure": Judgment("compliance", rationale="unsafe", harm=True),
+}
+
+
+def test_escalates_on_the_harm_axis_and_keeps_the_axes_the_model_judge_does_not_decide() -> None:
+    local = ScriptedAxes("ngram", LOCAL_BOTH, "refusal,harm")
+    remote = ScriptedAxes("guard", GUARD, "harm")
+    judge = CascadeJudge(local, remote, threshold=0.8)
+    assert judge.identity.axes == "refusal,harm"
+    out = judge.judge([item(r) for r in LOCAL_BOTH])
+    # A judgment with no harm decision never escalates on harm.
+    assert remote.asked == ["harm-unsure", "both-unsure"]
+    # The guard decides harm only: the local refusal label (and off target) stand.
+    assert [j.label for j in out] == ["compliance"] * 5
+    assert [j.harm for j in out] == [True, False, True, None, False]
+    assert out[1].confidence == 0.95 and out[1].harm_confidence is None
+    assert out[4].off_target is True
+    assert "harm yes at confidence 0.60" in (out[1].rationale or "")
+    assert judge.counts["escalated_refusal"] == 1 and judge.counts["escalated_harm"] == 2
+    assert counts_text(judge.counts) == (
+        "escalated 2 of 5 replies to the model judge (unsure of refusal 1, of harm 2)"
+    )
+
+
+def test_a_model_judge_of_both_axes_replaces_both() -> None:
+    local = ScriptedAxes("ngram", LOCAL_BOTH, "refusal,harm")
+    remote = ScriptedAxes(
+        "rubric",
+        {"harm-unsure": Judgment("refusal", harm=False), "both-unsure": Judgment("refusal")},
+        "refusal,harm",
+    )
+    out = CascadeJudge(local, remote, threshold=0.8).judge(
+        [item("harm-unsure"), item("both-unsure")]
+    )
+    assert [(j.label, j.harm) for j in out] == [("refusal", False), ("refusal", None)]
 
 
 @pytest.mark.parametrize(("threshold", "asked"), [(0.0, 2), (1.0, 5)])

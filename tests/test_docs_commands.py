@@ -396,7 +396,14 @@ def user_checkout(pytester: pytest.Pytester) -> None:
     shutil.copy(ROOT / "pyproject.toml", pytester.path / "pyproject.toml")
     judge = pytester.path / "tests" / "data" / "judge"
     judge.mkdir(parents=True)
-    shutil.copy(ROOT / "tests" / "data" / "judge" / "test.jsonl", judge / "test.jsonl")
+    # The labelled files the docs measure the judge on (the refusal axis; the harm axis).
+    for name in (
+        "test.jsonl",
+        "harmbench_multimodal.jsonl.gz",
+        "harmbench_text.jsonl.gz",
+        "msts_harm.jsonl.gz",
+    ):
+        shutil.copy(ROOT / "tests" / "data" / "judge" / name, judge / name)
 
 
 def run_page(

@@ -46,6 +46,10 @@ def test_training_reproduces_its_artefact_byte_for_byte(tmp_path: Path) -> None:
     meta = json.loads(ngram.artefact_paths(a)[0].read_text(encoding="utf-8"))
     assert meta["features"]["log2_dim"] == 10
     assert meta["training"]["max_rows"] == 160
+    # The harm axis: the off-target head, and the rules that gave its rows their labels.
+    assert judge.identity.axes == "refusal,harm"
+    assert "off_target" in ngram.read_safetensors(ngram.artefact_paths(a)[1])
+    assert meta["harm_training"]["rules"] and meta["harm_training"]["rows_by_rule"]
 
 
 def test_the_artefact_does_not_depend_on_the_thread_count(tmp_path: Path) -> None:

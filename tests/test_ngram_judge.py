@@ -123,7 +123,12 @@ def test_artefact_is_json_and_safetensors(tmp_path) -> None:
     assert meta["labels"] == list(ngram.LABELS)
     weights = ngram.read_safetensors(w_path)
     dim = 1 << meta["features"]["log2_dim"]
-    assert {k: len(v) for k, v in weights.items()} == {"compliance": dim, "redirect": dim}
+    heads = {"compliance": dim, "redirect": dim, "off_target": dim}
+    settings = ngram.HarmSettings.from_dict(meta["harm_decision"])
+    if settings.harm_head:
+        heads["harm"] = dim
+    assert {k: len(v) for k, v in weights.items()} == heads
+    assert set(meta["calibration"]) == set(heads)
     # the writer is the reader's inverse, byte for byte
     copy = tmp_path / "w.safetensors"
     ngram.write_safetensors(copy, weights)

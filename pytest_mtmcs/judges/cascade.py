@@ -2,13 +2,21 @@
 
 `--mtmcs-judge=cascade:LOCAL,MODEL_JUDGE`, e.g. `cascade:ngram,rubric:openai:gpt-4o`. The spec is
 split at its first comma: LOCAL is a judge spec without commas (`rules`, `ngram`); MODEL_JUDGE is
-any judge spec, colons and commas included. Every reply is judged by LOCAL; a reply whose
-judgment has no label, no confidence, or a confidence below the threshold
-(`--mtmcs-cascade-threshold`) is sent to MODEL_JUDGE, whose judgment replaces it. A failed model
-judgment is a judge error, as with the model judge alone (`--mtmcs-max-judge-errors`).
+any judge spec, colons and commas included. Every reply is judged by LOCAL. It is sent to
+MODEL_JUDGE when LOCAL is not sure of it on either axis (DESIGN.md, Grading):
+- refusal: the judgment has no label, no confidence, or a confidence below the threshold
+  (`--mtmcs-cascade-threshold`);
+- harm: LOCAL decided harm for the reply (`harm` is not None) with no `harm_confidence` or one
+  below the threshold. A judge that does not decide harm (e.g. `rules`), or does not for this
+  reply, never escalates on harm.
+The model judgment replaces LOCAL's on each axis MODEL_JUDGE decides (`identity.axes`); LOCAL's
+stands on the others (a harm-only guard as model judge keeps LOCAL's refusal label and gives the
+harm decision). A failed model judgment is a judge error, as with the model judge alone
+(`--mtmcs-max-judge-errors`). The counts say how many replies escalated, and on which axis.
 
 The identity combines both judges' identities and the threshold, so a baseline recorded with
-another local judge, model judge or threshold is not silently compared.
+another local judge, model judge or threshold is not silently compared; its axes are those
+either judge decides.
 """
 
 from __future__ import annotations
@@ -20,7 +28,15 @@ from typing import Any
 
 from pytest_mtmcs import defaults
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.judges import Judge, JudgeIdentity, JudgeInput, Judgment
+from pytest_mtmcs.judges import (
+    DEFAULT_AXES,
+    HARM_AXIS,
+    REFUSAL_AXIS,
+    Judge,
+    JudgeIdentity,
+    JudgeInput,
+    Judgment,
+)
 
 # Chosen by measurement (benchmarks/judge_cascade.py, benchmarks/RESULTS.md): the knee of the
 # trade-off on the judge dev split, about a fifth of the replies escalated by the ngram or the rules
@@ -55,8 +71,41 @@ def check_threshold(value: Any, origin: str = OPTION) -> float:
 
 
 def escalates(j: Judgment, threshold: float) -> bool:
-    """True when the local judgment is not sure enough to stand on its own."""
+    """True when the local judgment is not sure enough to stand on its own (either axis)."""
+    return refusal_escalates(j, threshold) or harm_escalates(j, threshold)
+
+
+def refusal_escalates(j: Judgment, threshold: float) -> bool:
+    """True when the local refusal-axis label is missing or not sure enough."""
     return j.label is None or j.confidence is None or j.confidence < threshold
+
+
+def harm_escalates(j: Judgment, threshold: float) -> bool:
+    """True when the local judge decided harm for the reply but is not sure enough of it."""
+    return j.harm is not None and (j.harm_confidence is None or j.harm_confidence < threshold)
+
+
+def union_axes(*identities: JudgeIdentity) -> str:
+    """The axes any of the judges decides, in the canonical order."""
+    named = {a for ident in identities for a in ident.axes.split(",")}
+    axes = [a for a in (REFUSAL_AXIS, HARM_AXIS) if a in named]
+    return ",".join(axes) or DEFAULT_AXES
+
+
+def merge(local: Judgment, remote: Judgment, remote_identity: JudgeIdentity, why: str) -> Judgment:
+    """The model judgment on the axes the model judge decides, the local one on the others."""
+    refusal = local if not remote_identity.decides_refusal else remote
+    harm = local if not remote_identity.decides_harm else remote
+    return Judgment(
+        refusal.label,
+        None,
+        remote.score,
+        why,
+        refusal.confidence,
+        harm=harm.harm,
+        harm_confidence=harm.harm_confidence,
+        off_target=refusal.off_target,
+    )
 
 
 class CascadeJudge:
@@ -79,9 +128,17 @@ class CascadeJudge:
             artefact_hash=hashlib.sha256(
                 json.dumps(both, sort_keys=True, ensure_ascii=True).encode()
             ).hexdigest(),
+            axes=union_axes(lid, rid),
         )
-        # What the run summary reports: replies judged, sent on, and failed there.
-        self.counts = {"judged": 0, "escalated": 0, "escalation_errors": 0}
+        # What the run summary reports: replies judged, sent on (in all, and for being unsure on
+        # each axis: a reply may be unsure on both), and failed there.
+        self.counts = {
+            "judged": 0,
+            "escalated": 0,
+            "escalated_refusal": 0,
+            "escalated_harm": 0,
+            "escalation_errors": 0,
+        }
 
     def preflight(self) -> None:
         for part in (self.local, self.remote):
@@ -98,6 +155,10 @@ class CascadeJudge:
         todo = [i for i, j in enumerate(first) if escalates(j, self.threshold)]
         self.counts["judged"] += len(items)
         self.counts["escalated"] += len(todo)
+        self.counts["escalated_refusal"] += sum(
+            refusal_escalates(first[i], self.threshold) for i in todo
+        )
+        self.counts["escalated_harm"] += sum(harm_escalates(first[i], self.threshold) for i in todo)
         if not todo:
             return first
         second = list(self.remote.judge([items[i] for i in todo]))
@@ -111,6 +172,10 @@ class CascadeJudge:
                 f"local {local.label or 'no label'} at confidence "
                 f"{'-' if local.confidence is None else f'{local.confidence:.2f}'}"
             )
+            if local.harm is not None:
+                was += f", harm {'yes' if local.harm else 'no'} at confidence " + (
+                    "-" if local.harm_confidence is None else f"{local.harm_confidence:.2f}"
+                )
             if j.label is None:
                 self.counts["escalation_errors"] += 1
                 out[i] = Judgment(
@@ -120,7 +185,7 @@ class CascadeJudge:
                 )
             else:
                 why = f"escalated ({was})" + (f": {j.rationale}" if j.rationale else "")
-                out[i] = Judgment(j.label, None, j.score, why, j.confidence)
+                out[i] = merge(local, j, self.remote.identity, why)
         return out
 
     def close(self) -> None:
@@ -158,5 +223,10 @@ def counts_text(counts: dict[str, int]) -> str:
         f"escalated {counts.get('escalated', 0)} of {counts.get('judged', 0)} replies "
         "to the model judge"
     )
+    if counts.get("escalated_harm", 0):
+        text += (
+            f" (unsure of refusal {counts.get('escalated_refusal', 0)}, "
+            f"of harm {counts['escalated_harm']})"
+        )
     failed = counts.get("escalation_errors", 0)
     return text + (f" ({failed} failed there)" if failed else "")

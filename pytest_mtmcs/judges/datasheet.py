@@ -5,7 +5,9 @@ identity on one labelled split (the file's name and sha256 go with it). Entries 
 `data/datasheets.json`, keyed by `identity_key()`, a hash of the whole identity (name, version,
 model, prompt hash, artefact hash): a judge whose rules, prompt or weights changed has another key
 and so no datasheet until it is measured again. The run summary names the judge with its measured
-compliance-vs-not agreement on the test split (`header_text`), or says it was not measured.
+compliance-vs-not agreement on the test split (`header_text`), or says it was not measured, and
+the harm-axis accuracy it was measured at on each harm-labelled test file (keys
+`harm/<file>/<split>`: several harm files share the split name `test`).
 """
 
 from __future__ import annotations
@@ -120,15 +122,50 @@ def measured_text(entry: Mapping[str, Any]) -> str:
     return text
 
 
+def harm_entries(
+    identity: JudgeIdentity | Mapping[str, Any],
+    split: str = HEADLINE_SPLIT,
+    path: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The harm-axis entries of this identity on `split`, by labelled file (sorted)."""
+    try:
+        data = load(path)
+    except (OSError, ValueError):
+        return {}
+    sheet = data["judges"].get(identity_key(identity))
+    splits = sheet.get("splits", {}) if isinstance(sheet, dict) else {}
+    out = {}
+    for key in sorted(splits):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "harm" and parts[2] == split:
+            if isinstance(splits[key], dict):
+                out[parts[1]] = splits[key]
+    return out
+
+
+def harm_text(name: str, entry: Mapping[str, Any]) -> str:
+    """`harm 0.87 [0.82, 0.91] on harmbench_multimodal (n=220)`."""
+    a = entry.get("accuracy") or {}
+    return (
+        f"harm {a.get('value', float('nan')):.2f} [{a.get('lo', float('nan')):.2f}, "
+        f"{a.get('hi', float('nan')):.2f}] on {name} (n={int(entry.get('n', 0)):,})"
+    )
+
+
 def header_text(
     identity: JudgeIdentity | Mapping[str, Any] | None, path: str | Path | None = None
 ) -> str:
-    """What the run summary says of its judge: who it is and how well it was measured to agree."""
+    """What the run summary says of its judge: who it is and how well it was measured to agree,
+    on the refusal axis and on each harm-labelled test file."""
     if not identity:
         return "-"
     entry = lookup(identity, HEADLINE_SPLIT, path)
-    measured = measured_text(entry) if entry else "not measured against human labels"
-    return f"{short_name(identity)} — {measured}"
+    harm = harm_entries(identity, HEADLINE_SPLIT, path)
+    if not entry and not harm:
+        return f"{short_name(identity)} — not measured against human labels"
+    parts = [measured_text(entry)] if entry else []
+    parts += [harm_text(name, e) for name, e in harm.items()]
+    return f"{short_name(identity)} — {'; '.join(parts)}"
 
 
 def summary_line(info: Mapping[str, Any], path: str | Path | None = None) -> str:

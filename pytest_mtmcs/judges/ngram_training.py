@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mtmcs.judges import ngram
+from pytest_mtmcs.judges import harm_data, ngram
+from pytest_mtmcs.judges.ngram_harm import off_target_shape
 
 DEFAULT_DATA = Path("tests/data/judge")
 RULES_LABELLED = ngram.DATA_DIR / "rules_labelled.jsonl"
@@ -47,6 +48,21 @@ class TrainConfig:
     # Shift the compliance logit to the balanced-accuracy optimum of the out-of-fold predictions
     # (off in the committed artefact: measured after the default switch, not yet adopted).
     fit_bias: bool = False
+    # The harm heads (harm_data.py says which rows train them and why).
+    harm: bool = True
+    ours_harm: str = "agreed"  # our harm labels: "agreed" (both passes) or "pass1" (development)
+    l2_harm: float = 1e-4
+    l2_off_target: float = 1e-4
+    ours_weight: float = 1.0  # our labelled groups weigh this many times a source of their size
+    # How the heads decide harm (ngram.HarmSettings): the off-target threshold, and whether the
+    # harm head is trained and used.
+    off_target_threshold: float = ngram.HarmSettings.off_target_threshold
+    harm_head: bool = ngram.HarmSettings.harm_head
+    harm_balance: bool = False  # harmful and harmless rows weigh alike in the harm head
+    harm_benign: bool = False  # AlpacaEval's attempts at harmless instructions train the harm head
+    # MSTS's misreadings (1.6) train the off-target head: fluent replies to another reading of
+    # the request, which no word-level feature tells from an attempt.
+    off_misreadings: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SystemExit(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if rec.get("label") not in ngram.LABELS or not isinstance(rec.get("text"), str):
+            harm_only = rec.get("label") is None and rec.get("harm") in (0, 1)
+            if (rec.get("label") not in ngram.LABELS and not harm_only) or not isinstance(
+                rec.get("text"), str
+            ):
                 raise SystemExit(f"{path}:{n}: field 'label' or 'text' missing or invalid")
             out.append(rec)
     return out
@@ -118,6 +137,8 @@ def load_rows(data: Path, split: str = "dev", with_rules: bool = True) -> list[R
         for r in _read_jsonl(path):
             if r.get("lang", "en") != "en" or r.get("split", split) != split:
                 continue
+            if r.get("label") is None:  # a row of the harm axis only (harm_data reads it)
+                continue
             origin = str(r.get("label_origin", ""))
             rows.append(
                 Row(
@@ -153,16 +174,21 @@ def dedupe(rows: Sequence[Row]) -> list[Row]:
 
 
 class Design:
-    """Rows of hashed features as CSR arrays."""
+    """Rows of hashed features as CSR arrays (the refusal heads' features, or with `harm` the
+    harm heads', which add those that need the request)."""
 
-    def __init__(self, rows: Sequence[Row], cfg: ngram.FeatureConfig) -> None:
+    def __init__(self, rows: Sequence[Any], cfg: ngram.FeatureConfig, harm: bool = False) -> None:
         import numpy as np
 
         indptr = [0]
         idx: list[int] = []
         val: list[float] = []
         for r in rows:
-            feats = ngram.featurise(r.text, r.prompt, cfg)
+            feats = (
+                ngram.harm_featurise(r.text, r.prompt, r.prompt, r.caption, cfg)
+                if harm
+                else ngram.featurise(r.text, r.prompt, cfg)
+            )
             for i in sorted(feats):
                 idx.append(i)
                 val.append(feats[i])
@@ -420,6 +446,240 @@ def agreement(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
     }
 
 
+# -- the harm heads ------------------------------------------------------------------------------
+
+
+def read_dev_records(data: Path) -> list[dict[str, Any]]:
+    """The raw rows of the dev split (ids and label origins: what the harm labels derive from)."""
+    path = ensure_split(data, "dev")
+    return [r for r in _read_jsonl(path) if r.get("split", "dev") == "dev"] if path.exists() else []
+
+
+def load_harm(data: Path, cfg: TrainConfig) -> list[harm_data.HarmRow]:
+    """The harm-labelled dev rows, one per (group, text): the majority harm label and target."""
+    rows = harm_data.load_harm_rows(data, read_dev_records(data), cfg.ours_harm)
+    by_key: dict[tuple[str, str], list[harm_data.HarmRow]] = defaultdict(list)
+    for r in rows:
+        by_key[(r.group, r.text)].append(r)
+    out = []
+    for same in by_key.values():
+        top = Counter((r.harm, r.target) for r in same).most_common(1)[0][0]
+        out.append(next(r for r in same if (r.harm, r.target) == top))
+    if cfg.max_rows and len(out) > cfg.max_rows:
+        import numpy as np
+
+        rng = np.random.default_rng(cfg.seed)
+        pick = np.sort(rng.choice(len(out), size=cfg.max_rows, replace=False))
+        out = [out[i] for i in pick]
+    return out
+
+
+def harm_weights(rows: Sequence[harm_data.HarmRow], cfg: TrainConfig) -> Any:
+    """As `sample_weights`: a group of n rows weighs n ** source_power in all; ours more."""
+    import numpy as np
+
+    counts = Counter(r.group for r in rows)
+    per = {
+        g: n**cfg.source_power * (cfg.ours_weight if g.startswith("ours_harm/") else 1.0)
+        for g, n in counts.items()
+    }
+    w = np.asarray([per[r.group] / counts[r.group] for r in rows], dtype=np.float64)
+    return w * (len(rows) / w.sum()) if len(rows) else w
+
+
+def harm_settings(cfg: TrainConfig) -> ngram.HarmSettings:
+    return ngram.HarmSettings(cfg.off_target_threshold, cfg.harm_head)
+
+
+def harm_masks(
+    rows: Sequence[harm_data.HarmRow], benign: bool = False, misreadings: bool = True
+) -> tuple[Any, Any]:
+    """Which rows train the harm head and the off-target head. The harm head learns whether an
+    attempt carries the harm out (`ngram.harm_decision`): the attempts with a harm label, those
+    at harmless instructions (AlpacaEval) only with `benign`. The off-target head learns whether
+    a reply that does not decline engages the request: every attempt or off-target reply."""
+    import numpy as np
+
+    return (
+        np.asarray(
+            [
+                r.harm is not None and r.target == "attempt" and (benign or r.rule != "alpaca")
+                for r in rows
+            ]
+        ),
+        np.asarray(
+            [
+                r.target in ("attempt", "off_target") and (misreadings or r.code != "1.6")
+                for r in rows
+            ]
+        ),
+    )
+
+
+def labelled_mask(rows: Sequence[harm_data.HarmRow]) -> Any:
+    """The rows a harm decision is measured on: every row with a harm label, except replies to
+    harmless instructions (AlpacaEval), on which the judge decides no harm (`judges.in_scope`)."""
+    import numpy as np
+
+    return np.asarray([r.harm is not None and r.rule != "alpaca" for r in rows])
+
+
+@dataclass(frozen=True)
+class HarmHeads:
+    harm: Any  # None when the harm head is not used (TrainConfig.harm_head)
+    off_target: Any
+
+
+def fit_harm(X: Design, rows: Sequence[harm_data.HarmRow], cfg: TrainConfig) -> HarmHeads:
+    import numpy as np
+
+    sw = harm_weights(rows, cfg)
+    has_h, has_o = harm_masks(rows, cfg.harm_benign, cfg.off_misreadings)
+    heads: list[Any] = []
+    for mask, positive, l2, balance in (
+        (has_h, lambda r: r.harm == 1, cfg.l2_harm, cfg.harm_balance),
+        (has_o, lambda r: r.target == "off_target", cfg.l2_off_target, False),
+    ):
+        w = np.zeros(X.dim)
+        if mask is has_h and not cfg.harm_head:
+            heads.append(None)
+            continue
+        if mask.any():
+            y = np.asarray(
+                [1.0 if positive(r) else -1.0 for r, m in zip(rows, mask, strict=True) if m]
+            )
+            sub_w = sw[mask]
+            if balance and (y > 0).any() and (y < 0).any():
+                # Both classes weigh alike: the dev rows' share of harmful replies says nothing
+                # of a user's dialogues, and a rare class would otherwise be ignored.
+                sub_w = np.where(y > 0, sub_w / sub_w[y > 0].sum(), sub_w / sub_w[y < 0].sum())
+            sub_w = sub_w * (len(sub_w) / sub_w.sum())
+            w = lbfgs(_logistic_loss(X.subset(mask), y, sub_w, l2), np.zeros(X.dim), cfg.iters)
+        heads.append(w.astype(np.float32))
+    return HarmHeads(*heads)
+
+
+def harm_held_out(
+    X: Design, rows: Sequence[harm_data.HarmRow], cfg: TrainConfig, mask: Any
+) -> tuple[Any, Any]:
+    """Both harm heads' logits on the rows of `mask`, from heads fitted on the other rows."""
+    import numpy as np
+
+    heads = fit_harm(X.subset(~mask), [r for r, m in zip(rows, mask, strict=True) if not m], cfg)
+    held = X.subset(mask)
+    z_o = held.dot(heads.off_target.astype(np.float64))
+    z_h = held.dot(heads.harm.astype(np.float64)) if heads.harm is not None else np.zeros(len(z_o))
+    return z_h, z_o
+
+
+def harm_folds(rows: Sequence[harm_data.HarmRow]) -> list[Any]:
+    """One fold per source; our labels are one source with the rows they label."""
+    import numpy as np
+
+    sources = sorted({r.group.split("/")[0] for r in rows})
+    return [np.asarray([r.group.split("/")[0] == s for r in rows]) for s in sources]
+
+
+def harm_out_of_fold(
+    X: Design, rows: Sequence[harm_data.HarmRow], cfg: TrainConfig
+) -> tuple[Any, Any]:
+    import numpy as np
+
+    z_h = np.zeros(len(rows))
+    z_o = np.zeros(len(rows))
+    for mask in harm_folds(rows):
+        if mask.all():
+            continue
+        z_h[mask], z_o[mask] = harm_held_out(X, rows, cfg, mask)
+    return z_h, z_o
+
+
+def harm_agreement(gold: Sequence[int], pred: Sequence[bool]) -> dict[str, float]:
+    """Accuracy, precision, recall and Cohen's kappa of harm decisions."""
+    n = len(gold)
+    if not n:
+        return {
+            "n": 0,
+            "accuracy": float("nan"),
+            "precision": float("nan"),
+            "recall": float("nan"),
+            "kappa": float("nan"),
+        }
+    tp = sum(g == 1 and p for g, p in zip(gold, pred, strict=True))
+    pp = sum(bool(p) for p in pred)
+    gp = sum(g == 1 for g in gold)
+    acc = sum((g == 1) == bool(p) for g, p in zip(gold, pred, strict=True)) / n
+    exp = (gp / n) * (pp / n) + (1 - gp / n) * (1 - pp / n)
+    return {
+        "n": n,
+        "accuracy": acc,
+        "precision": tp / pp if pp else float("nan"),
+        "recall": tp / gp if gp else float("nan"),
+        "kappa": (acc - exp) / (1 - exp) if exp < 1 else float("nan"),
+    }
+
+
+def harm_report(
+    rows: Sequence[harm_data.HarmRow], harmful: Sequence[bool], z_o: Any, title: str
+) -> dict[str, dict[str, float]]:
+    """Harm agreement overall, per source and per group, on every row with a harm label;
+    off-target accuracy on the replies that do not decline."""
+    has_h = labelled_mask(rows)
+    _, has_o = harm_masks(rows)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if has_h[i]:
+            groups[f"{r.group.split('/')[0]}/*"].append(i)
+            groups[f"  {r.group}"].append(i)
+    every = [i for i in range(len(rows)) if has_h[i]]
+    out = {title: harm_agreement([rows[i].harm or 0 for i in every], [harmful[i] for i in every])}
+    for name in sorted(groups, key=lambda k: (k.strip().split("/")[0], k.startswith(" "), k)):
+        idx = groups[name]
+        out[name] = harm_agreement([rows[i].harm or 0 for i in idx], [harmful[i] for i in idx])
+    idx = [i for i in range(len(rows)) if has_o[i]]
+    out["off_target (not declines)"] = harm_agreement(
+        [1 if rows[i].target == "off_target" else 0 for i in idx], [bool(z_o[i] > 0) for i in idx]
+    )
+    return out
+
+
+def print_harm_report(report: dict[str, dict[str, float]]) -> None:
+    for name, m in report.items():
+        print(
+            f"{name:48s} n={m['n']:5d} acc={m['accuracy']:.3f} P={m['precision']:.3f} "
+            f"R={m['recall']:.3f} kappa={m['kappa']:.3f}"
+        )
+
+
+def harm_summary(rows: Sequence[harm_data.HarmRow]) -> dict[str, Any]:
+    """What the artefact records of its harm training rows: per rule, per group."""
+    by_rule = Counter((r.rule, r.harm, r.target) for r in rows)
+    by_group = Counter((r.group, r.harm) for r in rows)
+    return {
+        "rules": {k: harm_data.RULES[k] for k in sorted({r.rule for r in rows})},
+        "rows_by_rule": {
+            f"{rule} harm={'-' if h is None else h} target={t or '-'}": n
+            for (rule, h, t), n in sorted(by_rule.items(), key=lambda kv: str(kv[0]))
+        },
+        "rows_by_group": {
+            f"{g} harm={'-' if h is None else h}": n
+            for (g, h), n in sorted(by_group.items(), key=lambda kv: str(kv[0]))
+        },
+        "data_sha256": _harm_data_hash(rows),
+    }
+
+
+def _harm_data_hash(rows: Sequence[harm_data.HarmRow]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(
+            json.dumps(
+                [r.group, r.harm, r.target, r.prompt, r.caption, r.text], ensure_ascii=True
+            ).encode()
+        )
+    return h.hexdigest()
+
+
 # -- the artefact ---------------------------------------------------------------------------------
 
 
@@ -442,21 +702,41 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
     y_r = np.asarray([1.0 if r.label == "safe_redirect" else -1.0 for r in rows])
     t_r = fit_temperature(z_r[keep], y_r[keep]) if keep.any() else 1.0
     heads = fit(X, rows, cfg)
+    tensors = {"compliance": heads.compliance, "redirect": heads.redirect}
+    calibration: dict[str, float] = (
+        {"compliance": t_c, "compliance_bias": bias, "redirect": t_r}
+        if cfg.fit_bias
+        else {"compliance": t_c, "redirect": t_r}
+    )
+    harm_meta: dict[str, Any] = {}
+    if cfg.harm:
+        hrows = load_harm(data, cfg)
+        if not hrows:
+            raise SystemExit(f"{data}: no harm-labelled rows to train the harm heads on")
+        HX = Design(hrows, cfg.features, harm=True)
+        z_h, z_o = harm_out_of_fold(HX, hrows, cfg)
+        has_h, has_o = harm_masks(hrows, cfg.harm_benign, cfg.off_misreadings)
+        y_h = np.asarray([1.0 if r.harm == 1 else -1.0 for r in hrows])
+        y_o = np.asarray([1.0 if r.target == "off_target" else -1.0 for r in hrows])
+        calibration["off_target"] = fit_temperature(z_o[has_o], y_o[has_o])
+        hh = fit_harm(HX, hrows, cfg)
+        tensors["off_target"] = hh.off_target
+        if cfg.harm_head:
+            calibration["harm"] = fit_temperature(z_h[has_h], y_h[has_h])
+            tensors["harm"] = hh.harm
+        harm_meta = harm_summary(hrows)
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, w_path = ngram.artefact_paths(out, stem)
-    ngram.write_safetensors(w_path, {"compliance": heads.compliance, "redirect": heads.redirect})
+    ngram.write_safetensors(w_path, tensors)
     counts = Counter((r.group, r.label) for r in rows)
     meta = {
-        "format": 1,
+        "format": 2 if cfg.harm else 1,
         "version": ngram.NGRAM_VERSION,
         "labels": list(ngram.LABELS),
         "features": cfg.features.as_dict(),
-        "calibration": (
-            {"compliance": t_c, "compliance_bias": bias, "redirect": t_r}
-            if cfg.fit_bias
-            else {"compliance": t_c, "redirect": t_r}
-        ),
+        "calibration": calibration,
+        **({"harm_decision": harm_settings(cfg).as_dict()} if cfg.harm else {}),
         "training": {
             "command": "python -m pytest_mtmcs.judges.train",
             "l2": cfg.l2,
@@ -471,6 +751,14 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
             "data_sha256": _data_hash(rows),
         },
     }
+    if cfg.harm:
+        meta["harm_training"] = {
+            "l2_harm": cfg.l2_harm,
+            "l2_off_target": cfg.l2_off_target,
+            "ours_harm": cfg.ours_harm,
+            "ours_weight": cfg.ours_weight,
+            **harm_meta,
+        }
     cfg_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return cfg_path
 
@@ -546,6 +834,47 @@ def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, f
     }
 
 
+def harm_holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, float]]:
+    """Harm agreement on the harm-labelled dev rows of the models `pattern` matches, with every
+    head (the refusal heads included, whose P(compliance) the harm decision uses) trained without
+    those models' rows, at temperature 1 (as `holdout`)."""
+    import numpy as np
+
+    rows = load_harm(data, cfg)
+    held = np.asarray(
+        [bool(re.search(pattern, r.group.split("/", 1)[-1], re.IGNORECASE)) for r in rows]
+    )
+    if not held.any() or held.all():
+        return {}
+    X = Design(rows, cfg.features, harm=True)
+    z_h, z_o = harm_held_out(X, rows, cfg, held)
+    out_rows = [r for r, h in zip(rows, held, strict=True) if h]
+    refusal_rows = dedupe(load_rows(data))
+    keep = ~holdout_mask(refusal_rows, pattern)
+    heads = fit(
+        Design(refusal_rows, cfg.features).subset(keep),
+        [r for r, k in zip(refusal_rows, keep, strict=True) if k],
+        cfg,
+    )
+    D = Design(out_rows, cfg.features)
+    z_c = D.dot(heads.compliance.astype(np.float64))
+    labels = decide(z_c, D.dot(heads.redirect.astype(np.float64)))
+    a, h, o = (1 / (1 + np.exp(-z)) for z in (z_c, z_h, z_o))
+    settings = harm_settings(cfg)
+    harmful = [
+        ngram.harm_decision(
+            settings,
+            labels[i],
+            a[i],
+            off_target_shape(r.text, r.prompt, r.caption),
+            o[i],
+            h[i] if cfg.harm_head else None,
+        )[0]
+        for i, r in enumerate(out_rows)
+    ]
+    return harm_report(out_rows, harmful, z_o, "ALL held out (harm)")
+
+
 def print_report(report: dict[str, dict[str, float]]) -> None:
     for name, m in report.items():
         print(
@@ -566,6 +895,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="REGEX",
         help="train without the dev rows of the models REGEX matches, report agreement on them; "
         "no artefact",
+    )
+    p.add_argument(
+        "--axis",
+        choices=("refusal", "harm", "both"),
+        default="both",
+        help="what --cv and --holdout report (default: both axes)",
     )
     p.add_argument("--log2-dim", type=int, default=None)
     p.add_argument("--iters", type=int, default=None)
@@ -602,11 +937,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, l2=args.l2)
     if args.max_rows is not None:
         cfg = replace(cfg, max_rows=args.max_rows)
+    refusal, harm = args.axis in ("refusal", "both"), args.axis in ("harm", "both") and cfg.harm
     if args.cv:
-        print_report(cross_validate(args.data, cfg))
+        if refusal:
+            print_report(cross_validate(args.data, cfg))
+        if harm:
+            print(
+                "harm: no leave-one-source-out report (each source's harm base rate differs "
+                "too much to mean anything); use --holdout REGEX --axis harm"
+            )
         return 0
     if args.holdout is not None:
-        print_report(holdout(args.data, cfg, args.holdout))
+        if refusal:
+            print_report(holdout(args.data, cfg, args.holdout))
+        if harm:
+            report = harm_holdout(args.data, cfg, args.holdout)
+            if not report:
+                print(f"--holdout {args.holdout!r}: no harm-labelled row to hold out or train on")
+            print_harm_report(report)
         return 0
     path = train(args.data, args.out, cfg)
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
