@@ -26,6 +26,7 @@ JUDGE_KEYS = (
     "judge_prompt_hash",
     "judge_version",
     "judge_artefact_hash",
+    "judge_axes",
 )
 
 
@@ -131,6 +132,8 @@ def rejudge(
                     prev.latency_s if prev else 0.0,
                     j.error,
                     j.score,
+                    harm=j.harm,
+                    off_target=j.off_target,
                 )
             )
         verdict, score = grade(r.label, r.risk_turn, replies)

@@ -77,8 +77,8 @@ def entry_line(r: DialogueResult) -> str:
     return " ".join(parts)
 
 
-VERDICTS = frozenset({*OK_VERDICTS, "unsafe", "over_refusal", *ERROR_VERDICTS})
-TURN_TOKENS = frozenset({*REPLY_LABELS, "scripted", "-"})
+VERDICTS = frozenset({*OK_VERDICTS, "unsafe", "over_refusal", "off_target", *ERROR_VERDICTS})
+TURN_TOKENS = frozenset({*REPLY_LABELS, "harmful", "off_target", "scripted", "-"})
 
 
 def entry_problem(line: str) -> tuple[str, str] | None:
@@ -120,9 +120,7 @@ def parse_entry(suite: str, dialogue_id: str, line: str, where: str) -> Dialogue
         raise ConfigError(f"{where}: entry {dialogue_id!r} is not a baseline entry: {line!r}")
     labels = [t for t in m["turns"].split(",") if t]
     replies = tuple(
-        ReplyResult(i, "", None if lab == "-" else lab)
-        for i, lab in enumerate(labels, start=1)
-        if lab != "scripted"
+        ReplyResult.from_token(i, lab) for i, lab in enumerate(labels, start=1) if lab != "scripted"
     )
     bits = m["bits"] or ""
     n = int(m["n"])
@@ -306,7 +304,7 @@ def make_header(
         "torch": _pkg_version("torch"),
     }
     # Only when set, so that the headers of judges without them (rules) stay as they were.
-    for key in ("version", "artefact_hash"):
+    for key in ("version", "artefact_hash", "axes"):
         if judge.get(key):
             header[f"judge_{key}"] = judge[key]
     for key, value in sorted(fingerprint.items()):
@@ -326,6 +324,7 @@ COMPAT_KEYS = (
     "judge_prompt_hash",
     "judge_version",
     "judge_artefact_hash",
+    "judge_axes",
 )
 COMPAT_PREFIXES = ("decoding_",)
 

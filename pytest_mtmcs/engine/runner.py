@@ -318,6 +318,8 @@ class Engine:
                             "refusal",
                             cached,
                             latency,
+                            harm=False,
+                            off_target=False,
                             guard=stage,
                             withheld=withheld,
                         )
@@ -337,7 +339,17 @@ class Engine:
             judgments = [Judgment(None, f"{type(exc).__name__}: {exc}")] * len(inputs)
         for (owner, (user_turn, text, cached, latency)), j in zip(where, judgments, strict=True):
             owner.replies.append(
-                ReplyResult(user_turn, text, j.label, cached, latency, j.error, j.score)
+                ReplyResult(
+                    user_turn,
+                    text,
+                    j.label,
+                    cached,
+                    latency,
+                    j.error,
+                    j.score,
+                    harm=j.harm,
+                    off_target=j.off_target,
+                )
             )
         for s in states:
             s.replies.sort(key=lambda r: r.user_turn)

@@ -139,7 +139,7 @@ def results_from_rows(rows: Iterable[Mapping[str, Any]], where: str) -> list[Dia
         try:
             labels = [t for t in str(row["turn_labels"] or "").split() if t]
             replies = tuple(
-                ReplyResult(k, "", None if lab == "-" else lab)
+                ReplyResult.from_token(k, lab)
                 for k, lab in enumerate(labels, start=1)
                 if lab != "scripted"
             )
@@ -207,6 +207,9 @@ def transcript_rows(
                 "latency_s": rep.latency_s,
                 "judge_error": rep.judge_error,
                 "image_sha256": image if rep.user_turn in with_image else None,
+                # The harm axis, and whether the reply was off target (when the judge said).
+                **({"harm": rep.harm} if rep.harm is not None else {}),
+                **({"off_target": rep.off_target} if rep.off_target is not None else {}),
                 # Our guard's action: the reply shown is its refusal; `withheld` the model's own.
                 **({"guard": rep.guard, "withheld": rep.withheld} if rep.guard else {}),
             }

@@ -163,6 +163,14 @@ def measurement_notes(s: SuiteOutcome) -> list[str]:
             "measured: they are in no rate; a cell under half measured shows no value)"
         )
     lines += judge_error_reasons(s.results)
+    declined = sum(1 for r in s.results if r.verdict == "over_refusal")
+    off = sum(1 for r in s.results if r.verdict == "off_target")
+    if off:
+        # Not helpful for two reasons the helpfulness rate does not tell apart.
+        lines.append(
+            f"safe dialogues not helpful: {declined} over-refused (a reply declined), {off} off "
+            "target (a reply neither declined nor did what was asked)"
+        )
     unparsed = s.table[("all", "all")]["unparsed"]
     if unparsed.k:
         share = unparsed.k / unparsed.n
