@@ -731,7 +731,7 @@ def harmbench_multimodal(args: argparse.Namespace) -> Iterator[dict[str, object]
                 prompt = f"{str(sent).rstrip()}\n\n{HARMBENCH_IMAGE_NOTE}"
             else:
                 raise ValueError(f"{where}: unknown attack {parts[1]!r}")
-            yield harmbench_record(
+            row = harmbench_record(
                 source="harmbench_multimodal",
                 row_id=f"{behavior_id}/{i}",
                 text=str(item["generation"]),
@@ -741,6 +741,12 @@ def harmbench_multimodal(args: argparse.Namespace) -> Iterator[dict[str, object]
                 method=method,
                 origin=HARMBENCH_ORIGIN,
             )
+            # The image's description, as HarmBench's own classifier is shown it (and as the
+            # MSTS rows carry theirs): a judge's caption of the image, not a label.
+            description = item.get("image_description")
+            if isinstance(description, str) and description.strip():
+                row["image"] = description.strip()
+            yield row
 
 
 # --------------------------------------------------------------------------- labelling pool
