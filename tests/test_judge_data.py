@@ -177,11 +177,11 @@ def test_harm_axis_sources_hold_the_documented_rows(b: ModuleType, name: str) ->
     rows = list(b.read_jsonl(b.source_path(name)))
     assert name in b.HARM_SOURCES and name in b.EXCLUDED_SOURCES
     for r in rows:
-        # The multimodal rows add the image description HarmBench's classifier is shown.
-        extra = {"image"} if name == "harmbench_multimodal" else set()
-        assert set(r) == HARM_ROW_KEYS | extra, r["id"]
-        if extra:
-            assert isinstance(r["image"], str) and r["image"].strip()
+        # A multimodal row adds the image description HarmBench's classifier is shown, where
+        # the val set has one.
+        assert set(r) - {"image"} == HARM_ROW_KEYS, r["id"]
+        if "image" in r:
+            assert name == "harmbench_multimodal" and str(r["image"]).strip()
         # No refusal class; the harm label is the majority of three human votes.
         assert r["label"] is None and r["harm"] in (0, 1)
         k = int(str(r["votes"]).removesuffix("/3"))
