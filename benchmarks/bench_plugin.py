@@ -48,7 +48,9 @@ import make_native_scale  # noqa: E402
 
 MEASUREMENTS = ("floor", "hf", "openai", "cache", "xdist")
 FLOOR_TESTS = make_native_scale.DIALOGUES
-SUMMARY_RE = re.compile(r"(\d+) turns from cache, (\d+) generated")
+SUMMARY_RE = re.compile(
+    r"(\d+) (?:turns|answers?) from cache(?: \(model and judge\))?, (\d+) (?:generated|model requests?)"
+)
 TINY = "tiny:qwen2.5-vl"
 SECTION_TITLES = {
     "floor": "Plugin overhead: instant backend vs pytest's floor (30,080 dialogues)",

@@ -47,7 +47,7 @@ from tests.command_lines import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))]
-LANGS = {"bash", "sh", "console", "text", "python", "diff"}
+LANGS = {"bash", "sh", "console", "text", "python", "diff", "toml", "json", "jsonl", "yaml"}
 
 # (c) Pages whose every command another test runs, with what it checks.
 RUN_ELSEWHERE = {
