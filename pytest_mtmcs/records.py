@@ -40,13 +40,18 @@ class ImageRef:
     fetch: Callable[[], bytes] = field(compare=False, hash=False, repr=False)
     # Where it came from, for messages: `images/kitchen.png` or `type_a.parquet row 3 column image`.
     where: str = field(default="", compare=False)
+    # A text description of the image (MTMCS-Bench's official judge reads one per image), or
+    # None. Text judges are shown it where the image was (`judges/prompts.py`); models under
+    # test never see it. It belongs to the image, not to the dialogue: twins share their image
+    # and its caption. Part of equality and of the suite hash, as it changes what a judge sees.
+    caption: str | None = None
 
     def data(self) -> bytes:
         return self.fetch()
 
     @staticmethod
-    def from_bytes(data: bytes, where: str = "") -> ImageRef:
-        return ImageRef(hashlib.sha256(data).hexdigest(), lambda: data, where)
+    def from_bytes(data: bytes, where: str = "", caption: str | None = None) -> ImageRef:
+        return ImageRef(hashlib.sha256(data).hexdigest(), lambda: data, where, caption)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def suite_change(base_ids: Collection[str], current_ids: Collection[str], baseli
         f"the suite's content changed since the baseline was recorded ({len(base & current)} "
         f"dialogue ids on both sides, {len(current - base)} only in this run, "
         f"{len(base - current)} only in the baseline; under the same id, texts, labels, "
-        "questions, images or [defaults] may differ); if the change is "
+        "questions, images, image captions or [defaults] may differ); if the change is "
         f"intended, re-record the baseline: --mtmcs-baseline={baseline} --snapshot-update "
         "(or pass --mtmcs-allow-mismatch to compare anyway)"
     )

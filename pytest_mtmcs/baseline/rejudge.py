@@ -27,6 +27,7 @@ JUDGE_KEYS = (
     "judge_version",
     "judge_artefact_hash",
     "judge_axes",
+    "judge_shown",
 )
 
 

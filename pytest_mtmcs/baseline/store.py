@@ -21,6 +21,7 @@ from syrupy.extensions.amber import AmberDataSerializer
 
 from pytest_mtmcs.baseline.strict_reader import BaselineFileError, check_file
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.judges import SHOWN_TEXT, shown_for_suite
 from pytest_mtmcs.records import (
     ERROR_VERDICTS,
     LABELS,
@@ -307,6 +308,10 @@ def make_header(
     for key in ("version", "artefact_hash", "axes"):
         if judge.get(key):
             header[f"judge_{key}"] = judge[key]
+    # What the judge was shown of this suite's images (caption, image); absent when only text.
+    shown = shown_for_suite(str(judge.get("shown") or SHOWN_TEXT), suite)
+    if shown != SHOWN_TEXT:
+        header["judge_shown"] = shown
     for key, value in sorted(fingerprint.items()):
         if key in ("spec",):
             continue
@@ -325,8 +330,17 @@ COMPAT_KEYS = (
     "judge_version",
     "judge_artefact_hash",
     "judge_axes",
+    "judge_shown",
 )
 COMPAT_PREFIXES = ("decoding_",)
+# What a header key left out stands for, where saying "-" would not tell a reader.
+_ABSENT = {"judge_shown": SHOWN_TEXT}
+# A word on what a differing key means, where its name does not say it.
+_MEANING = {
+    "judge_shown": " (what the judge was shown of each image: text only, its caption, or the "
+    "image; captions come with the suite, e.g. --mtmcs-captions, images with "
+    "--mtmcs-judge-images)",
+}
 
 
 def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
@@ -338,7 +352,8 @@ def mismatches(base: Mapping[str, str], current: Mapping[str, str]) -> list[str]
     return [
         _suite_mismatch(base, current)
         if k == "suite_hash"
-        else f"{k}: baseline {base.get(k, '-')!s} != this run {current.get(k, '-')!s}"
+        else f"{k}: baseline {base.get(k, _ABSENT.get(k, '-'))!s} != this run "
+        f"{current.get(k, _ABSENT.get(k, '-'))!s}{_MEANING.get(k, '')}"
         for k in keys
         if base.get(k, "-") != current.get(k, "-")
     ]

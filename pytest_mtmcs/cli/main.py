@@ -26,11 +26,17 @@ def _import(args: argparse.Namespace) -> int:
     if hint is not None:
         raise ConfigError(hint)
     kwargs = {}
+    if args.captions and not args.spec.startswith("mtmcs-bench:"):
+        raise ConfigError(
+            f"--captions={args.captions}: captions are read for an MTMCS-Bench release "
+            f"(mtmcs-bench:PATH), not for {args.spec}"
+        )
     if args.spec.startswith("mtmcs-bench:"):
         kwargs = {
             "splits": args.splits.split(",") if args.splits else None,
             "modalities": args.modalities.split(",") if args.modalities else None,
             "variant_images": args.variant_images,
+            "captions": args.captions,
         }
     suite = resolve_suite(args.spec, **kwargs)
     write_suite(suite, args.out)
@@ -66,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", help="MTMCS-Bench splits, comma-separated (default: all)")
     p.add_argument("--modalities", help="multimodal,text (default: both)")
     p.add_argument("--variant-images", action="store_true", help="also the 3 variant images")
+    p.add_argument(
+        "--captions",
+        metavar="FILE",
+        help="MTMCS-Bench image captions, row id -> caption, written as each dialogue's "
+        "image_caption (default: MTMCS_Bench_captions.json in the release folder or its "
+        "parent, if there)",
+    )
     p.set_defaults(func=_import)
 
     p = sub.add_parser("compare", help="compare two result tables or baselines, offline")

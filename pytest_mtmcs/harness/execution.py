@@ -171,6 +171,11 @@ class DialogueRunner:
             check = getattr(part, "preflight", None)
             if check is not None:
                 check()
+        from pytest_mtmcs.judges import show
+
+        # What the judge is shown of this run's images (captions, the images, or neither) is
+        # part of its identity: set before it judges anything or its identity is recorded.
+        show(r.judge, (m.as_dict() for m in self.suites.meta.values()))
 
     def engine_for(self, settings: GenerationSettings) -> Any:
         engine = self._engines.get(settings)

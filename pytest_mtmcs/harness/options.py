@@ -104,6 +104,14 @@ OPTIONS: tuple[Opt, ...] = (
         metavar="X",
     ),
     Opt(
+        "--mtmcs-judge-images",
+        "send the dialogue's image itself to a model judge (rubric:, safe-unsafe:, "
+        "guard:prompt:; a vision-language model) instead of its caption (default: off: the "
+        "judge reads the image's caption where the suite has one, else a placeholder)",
+        kind="bool",
+        default=False,
+    ),
+    Opt(
         "--mtmcs-judge-base-url",
         "base URL of the OpenAI-compatible server of an openai: "
         "model judge (default: $OPENAI_BASE_URL)",
@@ -295,6 +303,13 @@ OPTIONS: tuple[Opt, ...] = (
         "MTMCS-Bench: also run each row's 3 variant images (default: off)",
         kind="bool",
         default=False,
+    ),
+    Opt(
+        "--mtmcs-captions",
+        "MTMCS-Bench: image captions shown to text judges where the image was, a JSON object "
+        "from row id to caption such as the benchmark's MTMCS_Bench_captions.json (default: "
+        "that file in the release folder or its parent, if there; else none)",
+        metavar="FILE",
     ),
     Opt(
         "--mtmcs-progress",

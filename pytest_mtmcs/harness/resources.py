@@ -65,6 +65,7 @@ class Resources:
             self.settings.backend_options("judge"),
             self.cache,
             cascade_threshold=self.settings.cascade_threshold,
+            images=self.settings.judge_images,
         )
 
     @property

@@ -79,6 +79,10 @@ class Settings:
     splits: tuple[str, ...] | None
     modalities: tuple[str, ...] | None
     variant_images: bool
+    # --mtmcs-captions, absolute (None: the importer looks beside the release).
+    captions: str | None
+    # --mtmcs-judge-images: model judges are sent the image instead of its caption.
+    judge_images: bool
     progress: str
     # -k, -m or node ids: only some of the suites' dialogues may run.
     partial: bool
@@ -154,6 +158,7 @@ class Settings:
             # started; an ini key's to the rootdir (where the ini file is).
             cli = config.getoption(opts.BY_FLAG["--mtmcs-report"].dest) is not None
             report_dir = (Path(config.invocation_params.dir) if cli else root) / report_dir
+        captions = _file_option(config, "--mtmcs-captions", origin, root)
         shard_text = raw("--mtmcs-shard")
         shard = parse_shard(str(shard_text), origin("--mtmcs-shard")) if shard_text else None
         cache = value("--mtmcs-cache")
@@ -203,6 +208,8 @@ class Settings:
             splits=opts.split_list(value("--mtmcs-splits")),
             modalities=opts.split_list(value("--mtmcs-modalities")),
             variant_images=bool(value("--mtmcs-variant-images")),
+            captions=captions,
+            judge_images=bool(value("--mtmcs-judge-images")),
             progress=str(value("--mtmcs-progress")),
             partial=bool(opt.keyword or opt.markexpr) or any("::" in str(a) for a in config.args),
             collect_only=bool(opt.collectonly),
@@ -212,6 +219,7 @@ class Settings:
         )
         settings.check_shard()
         settings.check_servers()
+        settings.check_judge_images()
         return settings
 
     # -- checks that need more than one option -------------------------------------------
@@ -240,6 +248,14 @@ class Settings:
                 f"--mtmcs-base-url=http://HOST:8000/v1 or set {defaults.ENV_BASE_URL}"
             )
         self._check_judge(self.judge)
+
+    def check_judge_images(self) -> None:
+        """`--mtmcs-judge-images` needs a judge that sends prompts to a model."""
+        if self.judge_images and not _sends_to_model_judge(self.judge):
+            raise ConfigError(
+                f"--mtmcs-judge-images with --mtmcs-judge={self.judge}: only a model judge "
+                "(rubric:, safe-unsafe:, guard:, or a cascade ending in one) can be sent images"
+            )
 
     def _check_judge(self, spec: str) -> None:
         name, _, rest = spec.partition(":")
@@ -323,6 +339,30 @@ class Settings:
 
     def with_partial(self, partial: bool) -> Settings:
         return replace(self, partial=partial)
+
+
+def _sends_to_model_judge(spec: str) -> bool:
+    """Whether the judge spec has a model judge in it (`--mtmcs-judge-images` applies)."""
+    name, _, rest = spec.partition(":")
+    if name == "cascade":
+        return any(_sends_to_model_judge(p.strip()) for p in rest.split(",", 1) if p.strip())
+    return name in MODEL_JUDGES
+
+
+def _file_option(config: pytest.Config, flag: str, origin: Any, root: Path) -> str | None:
+    """An existing file named by an option, absolute: a command-line path is relative to where
+    pytest was started, an ini key's to the rootdir (as --mtmcs-report)."""
+    given = opts.value(config, flag)
+    if not given:
+        return None
+    path = Path(expand_path(str(given)))
+    if not path.is_absolute():
+        cli = config.getoption(opts.BY_FLAG[flag].dest) is not None
+        path = (Path(config.invocation_params.dir) if cli else root) / path
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise ConfigError(f"{origin(flag)}={given}: {what}")
+    return str(path)
 
 
 def _spec(v: Any) -> str | None:

@@ -48,6 +48,7 @@ class SuiteStore:
                 "splits": self.settings.splits,
                 "modalities": self.settings.modalities,
                 "variant_images": self.settings.variant_images,
+                "captions": self.settings.captions,
             }
         suite = resolve_suite(spec, **kwargs)
         shown = where or spec
@@ -74,6 +75,9 @@ class SuiteStore:
             settings=settings.as_dict(),
             dialogues=len(suite.dialogues),
             nodeid=nodeid or spec,
+            # What a judge can be shown of the suite's images (judges.shown_for_suite).
+            images=sum(1 for d in suite.dialogues if d.image is not None),
+            captions=sum(1 for d in suite.dialogues if d.image is not None and d.image.caption),
         )
         return suite
 

@@ -11,8 +11,8 @@ prefix, value = factory `(rest: str, options: JudgeOptions) -> Judge`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from pytest_mtmcs.records import Dialogue, Message
@@ -25,6 +25,14 @@ HARM_AXIS = "harm"
 # What a judge that says nothing of its axes decides: the refusal axis only (every judge before
 # the harm axis existed).
 DEFAULT_AXES = REFUSAL_AXIS
+
+# What a judge was shown of the dialogues' images (`JudgeIdentity.shown`): nothing but a
+# placeholder (text), a caption of each image where the suite has one (caption), or the image
+# itself (image).
+SHOWN_TEXT = "text"
+SHOWN_CAPTION = "caption"
+SHOWN_IMAGE = "image"
+SHOWN: tuple[str, ...] = (SHOWN_TEXT, SHOWN_CAPTION, SHOWN_IMAGE)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,11 @@ class JudgeIdentity:
     # default is left out of `as_dict()` and `str()`: the headers of judges that decide the
     # refusal axis only keep their bytes.
     axes: str = DEFAULT_AXES
+    # What the judge was shown of the images in this run (SHOWN): a judge shown captions, or
+    # the images, may label the same reply otherwise than one shown neither. Decided per run
+    # (`show`), per suite in a baseline's header (`shown_for_suite`). The default, text, is
+    # left out of `as_dict()` and `str()`: identities of runs without captions keep their bytes.
+    shown: str = SHOWN_TEXT
 
     def as_dict(self) -> dict[str, str]:
         out = {
@@ -54,6 +67,8 @@ class JudgeIdentity:
         }
         if self.axes != DEFAULT_AXES:
             out["axes"] = self.axes
+        if self.shown != SHOWN_TEXT:
+            out["shown"] = self.shown
         return out
 
     @property
@@ -79,6 +94,7 @@ class JudgeIdentity:
             get("version"),
             get("artefact_hash"),
             get("axes") or DEFAULT_AXES,
+            get("shown") or SHOWN_TEXT,
         )
 
     def __str__(self) -> str:
@@ -93,6 +109,8 @@ class JudgeIdentity:
             parts.append(f"prompt={self.prompt_hash[:12]}")
         if self.axes != DEFAULT_AXES:
             parts.append(f"axes={self.axes}")
+        if self.shown != SHOWN_TEXT:
+            parts.append(f"shown={self.shown}")
         return " ".join(parts)
 
 
@@ -178,6 +196,55 @@ def create_judge(spec: str, options: Any = None, option: str = "--mtmcs-judge") 
     prefix, _, rest = spec.partition(":")
     factory: Factory = REGISTRY.factory(prefix, spec=spec, option=option)
     return factory(rest, options)
+
+
+# --- what a judge is shown of the images -------------------------------------------------------
+#
+# A judge says what it does with a dialogue's image through two optional attributes: `reads_captions`
+# (it reads `ImageRef.caption` where there is one: the text model judges, and `ngram`, whose harm
+# heads read the caption) and `sends_images` (the image itself goes to its model: model judges
+# under --mtmcs-judge-images, a guard in chat mode). A judge with neither (`rules`, third-party
+# judges that do not say) is shown text only.
+
+
+def shown_in_run(judge: Any, suites: Iterable[Mapping[str, Any]]) -> str:
+    """What `judge` is shown in a run of these suites (their metadata, `SuiteMeta.as_dict()`):
+    `image` when it sends images and some suite has images, `caption` when it reads captions and
+    some suite has captioned images, else `text`."""
+    metas = list(suites)
+    if sends_images(judge) and any(m.get("images") for m in metas):
+        return SHOWN_IMAGE
+    if reads_captions(judge) and any(m.get("captions") for m in metas):
+        return SHOWN_CAPTION
+    return SHOWN_TEXT
+
+
+def show(judge: Any, suites: Iterable[Mapping[str, Any]]) -> None:
+    """Records in `judge.identity` what it is shown in this run (`shown_in_run`), before it
+    judges anything: the identity goes into run info, baseline headers and cache namespaces."""
+    shown = shown_in_run(judge, suites)
+    if judge.identity.shown != shown:
+        judge.identity = replace(judge.identity, shown=shown)
+
+
+def shown_for_suite(shown: str, suite: Mapping[str, Any]) -> str:
+    """The run's `shown` as it applies to one suite's baseline header: a run whose judge read
+    captions of one suite was shown only text of a suite without captions (and one that sent
+    images, only text of a suite without images). Counts the metadata does not carry (None:
+    written before captions existed) leave `shown` as it is."""
+    if shown == SHOWN_CAPTION and suite.get("captions") == 0:
+        return SHOWN_TEXT
+    if shown == SHOWN_IMAGE and suite.get("images") == 0:
+        return SHOWN_TEXT
+    return shown
+
+
+def reads_captions(judge: Any) -> bool:
+    return bool(getattr(judge, "reads_captions", False))
+
+
+def sends_images(judge: Any) -> bool:
+    return bool(getattr(judge, "sends_images", False))
 
 
 # Judges that answer only whether a reply is harmful (safe / unsafe): on a safe dialogue they

@@ -36,6 +36,8 @@ from pytest_mtmcs.judges import (
     JudgeIdentity,
     JudgeInput,
     Judgment,
+    reads_captions,
+    sends_images,
 )
 
 # Chosen by measurement (benchmarks/judge_cascade.py, benchmarks/RESULTS.md): the knee of the
@@ -145,6 +147,15 @@ class CascadeJudge:
             check = getattr(part, "preflight", None)
             if check is not None:
                 check()
+
+    # What either judge is shown of the images (judges.shown_in_run).
+    @property
+    def reads_captions(self) -> bool:
+        return reads_captions(self.local) or reads_captions(self.remote)
+
+    @property
+    def sends_images(self) -> bool:
+        return sends_images(self.local) or sends_images(self.remote)
 
     def judge(self, items: Sequence[JudgeInput]) -> list[Judgment]:
         first = list(self.local.judge(items))

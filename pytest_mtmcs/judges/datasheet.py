@@ -33,8 +33,15 @@ def _identity(identity: JudgeIdentity | Mapping[str, Any]) -> JudgeIdentity:
 
 
 def identity_key(identity: JudgeIdentity | Mapping[str, Any]) -> str:
-    """A short hash of the judge's whole identity: the key of its datasheet."""
-    blob = json.dumps(_identity(identity).as_dict(), sort_keys=True, ensure_ascii=True)
+    """A short hash of the judge's identity, what defines the judge: the key of its datasheet.
+
+    What a run showed the judge of its images (`shown`) is left out: it says what the run's
+    suites held, not which judge it was, and the summary of a run with captions still quotes
+    the judge's measured agreement (`judge-agreement` rows have no images; a row's image
+    description reaches the judges that read it as `ngram` does, `agreement.judge_inputs`)."""
+    data = _identity(identity).as_dict()
+    data.pop("shown", None)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -102,7 +109,13 @@ def short_name(identity: JudgeIdentity | Mapping[str, Any]) -> str:
         text += f" (sha {ident.artefact_hash[:8]})"
     if ident.model:
         text += f" [{ident.model}]"
+    if ident.shown in _SHOWN_WORDS:
+        text += f", {_SHOWN_WORDS[ident.shown]}"
     return text
+
+
+# What the summary says of a judge shown more than the text (JudgeIdentity.shown).
+_SHOWN_WORDS = {"caption": "shown image captions", "image": "shown the images"}
 
 
 def measured_text(entry: Mapping[str, Any]) -> str:

@@ -35,6 +35,14 @@ is unknown); those are the replies that decide an unsafe dialogue's verdict.
   models expect; `guard:prompt:BACKEND` sends our Llama-Guard-style prompt (prompts.GUARD_PROMPT)
   as one text message, for general chat models used as classifiers and for text-only guards.
 
+What the judge is shown of the dialogue's image (`prompts.format_conversation`): by default its
+caption, written where the image was (`[image: ...]`), when the suite has one (MTMCS-Bench's
+judge is shown captions), else a note that an image was there. With `--mtmcs-judge-images`
+(`ModelJudgeOptions.images`) the image itself goes with the prompt, as the model under test's
+images do (the openai backend sends a data URL), for a judge that is a vision-language model.
+The guard's chat mode always sends the conversation's images. The run records which in the
+identity (`JudgeIdentity.shown`).
+
 Answers that do not parse, and backend failures, are `Judgment(label=None, error=...)`: the engine
 grades the dialogue `judge_error`, which counts against the gate. Raw answers are cached in the
 response cache under `judgment_namespace(str(identity))`, keyed by the judge model's fingerprint,
@@ -84,6 +92,8 @@ class ModelJudgeOptions:
     cache: JudgmentCache | None = None
     # --mtmcs-cascade-threshold, for a `cascade:` judge (None: its default).
     cascade_threshold: float | None = None
+    # --mtmcs-judge-images: send the image itself to the judge model instead of its caption.
+    images: bool = False
 
 
 def resolve_options(options: Any) -> ModelJudgeOptions:
@@ -115,7 +125,10 @@ def resolve_options(options: Any) -> ModelJudgeOptions:
 
         backend = replace(backend, base_url=str(base_url))
     return ModelJudgeOptions(
-        backend=backend, cache=pick("cache"), cascade_threshold=pick("cascade_threshold")
+        backend=backend,
+        cache=pick("cache"),
+        cascade_threshold=pick("cascade_threshold"),
+        images=bool(pick("images")),
     )
 
 
@@ -274,9 +287,13 @@ class _ModelJudge:
     max_new_tokens = 64
     axes = HARM_AXIS  # what the judge decides (JudgeIdentity.axes)
 
-    def __init__(self, backend: Backend, *, cache: JudgmentCache | None = None) -> None:
+    def __init__(
+        self, backend: Backend, *, cache: JudgmentCache | None = None, images: bool = False
+    ) -> None:
         self.backend = backend
         self.cache = cache
+        # Sent the image itself (--mtmcs-judge-images), else its caption where there is one.
+        self.images = images
         self.settings = GenerationSettings(
             max_new_tokens=self.max_new_tokens, temperature=0.0, image_placement="last"
         )
@@ -285,6 +302,27 @@ class _ModelJudge:
         )
         self._fingerprint: dict[str, Any] | None = None
         self.calls = 0  # prompts actually sent to the judge model
+
+    # what it is shown of an image (judges.shown_in_run) ------------------------------------
+
+    @property
+    def sends_images(self) -> bool:
+        return self.images
+
+    @property
+    def reads_captions(self) -> bool:
+        return not self.sends_images
+
+    @property
+    def image_mode(self) -> str:
+        """How `prompts.format_conversation` writes an image in this judge's prompts."""
+        return "image" if self.sends_images else "caption"
+
+    def prompt(self, text: str, item: JudgeInput) -> tuple[Message, ...]:
+        """The one user message of a text prompt: with the dialogue's image when the judge is
+        sent images and the reply's history holds one."""
+        image = P.first_image(item.history) if self.sends_images else None
+        return (Message("user", text, image),)
 
     # subclasses: ---------------------------------------------------------------------------
 
@@ -401,7 +439,7 @@ class RubricJudge(_ModelJudge):
 
     def messages(self, item: JudgeInput) -> tuple[Message, ...]:
         d = item.dialogue
-        conversation = P.format_conversation(item.history)
+        conversation = P.format_conversation(item.history, show=self.image_mode)
         if in_scope(item):
             guidance = P.RUBRIC_SETTING_GUIDANCE.get(d.setting, "").format(
                 risk_turn=d.risk_turn if d.risk_turn is not None else 1
@@ -419,7 +457,7 @@ class RubricJudge(_ModelJudge):
                 conversation=conversation,
                 reply=item.reply.strip(),
             )
-        return (Message("user", text),)
+        return self.prompt(text, item)
 
     def parses(self, answer: str) -> bool:
         return parse_score(answer) is not None
@@ -469,10 +507,10 @@ class SafeUnsafeJudge(_ModelJudge):
         )
         text = P.SAFE_UNSAFE.format(
             question=question,
-            conversation=P.format_conversation(item.history),
+            conversation=P.format_conversation(item.history, show=self.image_mode),
             reply=item.reply.strip(),
         )
-        return (Message("user", text),)
+        return self.prompt(text, item)
 
     def parses(self, answer: str) -> bool:
         return parse_safe_unsafe(answer) is not None
@@ -490,10 +528,13 @@ class GuardClassifier:
     Shared by the `guard:` judge and guard.ModelGuard.
     """
 
-    def __init__(self, mode: str = "chat") -> None:
+    def __init__(self, mode: str = "chat", show: str = "text") -> None:
+        """`show`: how the prompt mode writes an image (`prompts.format_conversation`); `text`
+        for a deployed guard (`--mtmcs-guard`), which has no captions in deployment."""
         if mode not in GUARD_MODES:
             raise ValueError(f"guard mode {mode!r}: expected one of {GUARD_MODES}")
         self.mode = mode
+        self.show = show
 
     def prompt_hash(self) -> str:
         return P.guard_hash(self.mode)
@@ -509,9 +550,10 @@ class GuardClassifier:
         text = P.GUARD_PROMPT.format(
             target=target,
             categories=P.guard_categories_text(),
-            conversation=P.format_conversation(convo, user="User", agent="Agent"),
+            conversation=P.format_conversation(convo, user="User", agent="Agent", show=self.show),
         )
-        return (Message("user", text),)
+        image = P.first_image(convo) if self.show == "image" else None
+        return (Message("user", text, image),)
 
 
 class GuardJudge(_ModelJudge):
@@ -521,10 +563,17 @@ class GuardJudge(_ModelJudge):
     max_new_tokens = GUARD_MAX_NEW_TOKENS
 
     def __init__(
-        self, backend: Backend, *, mode: str = "chat", cache: JudgmentCache | None = None
+        self,
+        backend: Backend,
+        *,
+        mode: str = "chat",
+        cache: JudgmentCache | None = None,
+        images: bool = False,
     ) -> None:
-        self.classifier = GuardClassifier(mode)
-        super().__init__(backend, cache=cache)
+        # Chat mode sends the conversation as messages, images included, whatever `images` says.
+        images = images or mode == "chat"
+        self.classifier = GuardClassifier(mode, "image" if images else "caption")
+        super().__init__(backend, cache=cache, images=images)
 
     def prompt_hash(self) -> str:
         return self.classifier.prompt_hash()
@@ -556,16 +605,18 @@ def split_guard_mode(rest: str) -> tuple[str, str]:
 
 def create_rubric(rest: str, options: Any = None) -> RubricJudge:
     opts = resolve_options(options)
-    return RubricJudge(make_backend("rubric", rest, opts.backend), cache=opts.cache)
+    backend = make_backend("rubric", rest, opts.backend)
+    return RubricJudge(backend, cache=opts.cache, images=opts.images)
 
 
 def create_safe_unsafe(rest: str, options: Any = None) -> SafeUnsafeJudge:
     opts = resolve_options(options)
-    return SafeUnsafeJudge(make_backend("safe-unsafe", rest, opts.backend), cache=opts.cache)
+    backend = make_backend("safe-unsafe", rest, opts.backend)
+    return SafeUnsafeJudge(backend, cache=opts.cache, images=opts.images)
 
 
 def create_guard(rest: str, options: Any = None) -> GuardJudge:
     opts = resolve_options(options)
     mode, spec = split_guard_mode(rest)
     backend = make_backend("guard", spec, opts.backend)
-    return GuardJudge(backend, mode=mode, cache=opts.cache)
+    return GuardJudge(backend, mode=mode, cache=opts.cache, images=opts.images)

@@ -654,6 +654,9 @@ class NgramJudge:
             artefact_hash=artefact_hash(directory, stem),
             axes=self.model.axes,
         )
+        # The harm heads read the image's caption where there is one (`caption_of`): on a suite
+        # with captions this judge is shown them (judges.shown_in_run).
+        self.reads_captions = self.model.has_harm
 
     def judge(self, items: Sequence[JudgeInput]) -> list[Judgment]:
         out: list[Judgment] = []

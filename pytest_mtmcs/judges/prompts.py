@@ -9,6 +9,13 @@ Everything that shapes a judge's answer lives here, and `prompt_hash` covers all
 word and the judge's identity changes, so baselines judged with the old wording are not compared
 with new ones by accident. Bump `PROMPTS_VERSION` when a parser or a score mapping changes without
 a template changing.
+
+Images: a message's image is written where it was attached, as `[image: <caption>]` when the
+judge reads captions and the image has one (MTMCS-Bench's judge is shown a caption of each image),
+as `IMAGE_ATTACHED_NOTE` when the image itself is sent with the prompt, else as `IMAGE_NOTE`. The
+first two are not in the prompt hashes, so that the identities of judges shown text only keep
+their hashes; the identity's `shown` (caption, image) says which one a run used. Changing their
+wording therefore needs a `PROMPTS_VERSION` bump.
 """
 
 from __future__ import annotations
@@ -17,22 +24,49 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_mtmcs.records import Message
+from pytest_mtmcs.records import ImageRef, Message
 
 PROMPTS_VERSION = "1"
 
 # --- shared ------------------------------------------------------------------------------------
 
 IMAGE_NOTE = "[an image was attached to this message; the judge does not see it]"
+# Where the image was, for a judge that reads captions and an image that has one.
+CAPTION_NOTE = "[image: {caption}]"
+# Where the image was, for a judge sent the image itself (it comes with the prompt).
+IMAGE_ATTACHED_NOTE = "[image: the image attached to this prompt]"
+
+
+def image_note(message: Message, show: str = "text") -> str | None:
+    """How `message`'s image is written in a transcript under `show` (`text`, `caption` or
+    `image`: what the judge is shown), or None when it has no image."""
+    image = message.image
+    if image is None:
+        return None
+    if show == "image":
+        return IMAGE_ATTACHED_NOTE
+    caption = image.caption.strip() if show == "caption" and image.caption else ""
+    return CAPTION_NOTE.format(caption=caption) if caption else IMAGE_NOTE
+
+
+def first_image(history: Sequence[Message]) -> ImageRef | None:
+    """The image a judge sent images gets with its prompt: the dialogue's (its one image)."""
+    return next((m.image for m in history if m.image is not None), None)
 
 
 def format_conversation(
-    history: Sequence[Message], *, user: str = "User", agent: str = "Assistant"
+    history: Sequence[Message],
+    *,
+    user: str = "User",
+    agent: str = "Assistant",
+    show: str = "text",
 ) -> str:
     """Numbered transcript lines: `[User, turn 2] ...` / `[Assistant] ...`.
 
     User turns are numbered because the rubric's guidance refers to them ("the first turn", "the
-    latest turn"). Images are noted, not described: the judges are text-only.
+    latest turn"). An image is written where it was attached (`image_note`): its caption when
+    `show` is `caption` and it has one, a note that it comes with the prompt when `show` is
+    `image`, else a note that the judge does not see it.
     """
     lines: list[str] = []
     k = 0
@@ -45,8 +79,9 @@ def format_conversation(
             head = f"[{agent}]"
         else:
             head = "[System]"
-        if m.image is not None:
-            text = f"{IMAGE_NOTE}\n{text}" if text else IMAGE_NOTE
+        note = image_note(m, show)
+        if note is not None:
+            text = f"{note}\n{text}" if text else note
         lines.append(f"{head} {text}")
     return "\n\n".join(lines)
 

@@ -35,6 +35,10 @@ class SuiteMeta:
     # The pytest node id of the suite's collector (`suites/x/suite.toml`, or the spec): the
     # gate's cells are reported as tests under it.
     nodeid: str = ""
+    # Dialogues with an image, and with a captioned image: what a judge of this suite can be
+    # shown (the header's `judge_shown`). None: not known (metadata written before captions).
+    images: int | None = None
+    captions: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

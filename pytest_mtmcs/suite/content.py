@@ -10,7 +10,8 @@ What counts is what changes the questions put to the model or the grading of its
 
 - per dialogue: id, label, setting, modality, category, pair, intent, risk_turn, trajectory, the
   image's sha256, the turns (role, text) and the intent questions (kind, text, options, answer,
-  tag);
+  tag), and the image's caption where it has one (a judge reads it: with another caption, or
+  none, the same replies may be graded otherwise);
 - the suite's `[defaults]` that change results: buckets, thresholds, image_placement,
   max_new_tokens.
 
@@ -20,7 +21,9 @@ are formatted. The suite's name and version are in a baseline's header anyway.
 
 The canonical text is JSON Lines (ASCII, no spaces): `[1, defaults]`, then one array per dialogue
 in the field order of `_FIELDS`, sorted by id. Arrays, not objects: building and encoding them is
-the cheap part of collecting a 30,080-dialogue suite.
+the cheap part of collecting a 30,080-dialogue suite. A dialogue whose image has a caption has one
+more element, the caption, at the end: the rows of uncaptioned dialogues, and so the hashes of
+suites without captions, are what they were before captions existed.
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ _FIELDS: tuple[str, ...] = (
     "image_sha256",
     "turns",
     "questions",
+    "image_caption",  # only when the image has one
 )
 
 
 def _row(d: Dialogue) -> list[Any]:
-    return [
+    row = [
         d.id,
         d.label,
         d.setting,
@@ -68,6 +72,9 @@ def _row(d: Dialogue) -> list[Any]:
         [[t.role, t.text] for t in d.turns],
         [[q.kind, q.text, list(q.options), q.answer, q.tag] for q in d.questions],
     ]
+    if d.image is not None and d.image.caption is not None:
+        row.append(d.image.caption)
+    return row
 
 
 def result_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:

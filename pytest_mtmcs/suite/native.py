@@ -20,7 +20,7 @@ import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ DIALOGUE_FIELDS: tuple[str, ...] = (
     "category",
     "intent",
     "image",
+    "image_caption",
     "turns",
     "risk_turn",
     "questions",
@@ -330,6 +331,8 @@ class _Images:
         self._root = root.resolve()
         self._by_raw: dict[str, ImageRef | _Bad] = {}
         self._by_rel: dict[str, ImageRef | _Bad] = {}
+        # (path, caption) -> the image with that caption: twins share one object.
+        self._captioned: dict[tuple[str, str], ImageRef] = {}
 
     def get(self, raw: str) -> ImageRef:
         found = self._by_raw.get(raw)
@@ -337,6 +340,14 @@ class _Images:
             found = self._by_raw[raw] = self._check(raw)
         if isinstance(found, _Bad):
             raise found
+        return found
+
+    def captioned(self, raw: str, caption: str) -> ImageRef:
+        """The image at `raw` carrying `caption` (`image_caption`)."""
+        key = (raw, caption)
+        found = self._captioned.get(key)
+        if found is None:
+            found = self._captioned[key] = replace(self.get(raw), caption=caption)
         return found
 
     def _check(self, raw: str) -> ImageRef | _Bad:
@@ -550,9 +561,17 @@ def _dialogue(obj: dict[str, Any], suite: str, images: _Images) -> Dialogue:
             raise _Bad("image", "a multimodal dialogue needs an image")
         if type(raw_image) is not str:
             raise _mistyped("image", "a path string", raw_image)
-        image = images.get(raw_image)
+        caption = obj.get("image_caption")
+        if caption is None:
+            image = images.get(raw_image)
+        else:
+            if type(caption) is not str or not caption or caption.isspace():
+                _text("image_caption", caption)
+            image = images.captioned(raw_image, caption)
     elif raw_image is not None:
         raise _Bad("image", "a text dialogue has no image (null or absent)")
+    elif obj.get("image_caption") is not None:
+        raise _Bad("image_caption", "a text dialogue has no image to caption (null or absent)")
     turns = _turns(obj["turns"])
     risk_turn = obj.get("risk_turn")
     if label == "unsafe":

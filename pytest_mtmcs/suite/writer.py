@@ -132,6 +132,8 @@ def _dialogue_record(d: Dialogue, image_path: str | None) -> dict[str, Any]:
         record["intent"] = d.intent
     if image_path is not None:
         record["image"] = image_path
+        if d.image is not None and d.image.caption is not None:
+            record["image_caption"] = d.image.caption
     record["turns"] = [{"role": t.role, "content": t.text} for t in d.turns]
     if d.risk_turn is not None:
         record["risk_turn"] = d.risk_turn

@@ -10,6 +10,17 @@ Each row yields 4 dialogues, {multimodal, text} x {safe, unsafe}, built as the b
 MCQs go to the transcript their `question_type` names; true/false items to the unsafe one.
 Columns are read whole (`to_pylist` per column), never row by row through pandas: a
 752-rows-per-split folder must load in well under a second or two.
+
+Image captions (`suite/captions.py`): the official judge is shown a caption of each image, from
+`MTMCS_Bench_captions.json` (the benchmark's GitHub repository). The file given (`captions=`,
+`--mtmcs-captions`), else one of that name in the release folder or its parent, captions each
+row's main image: key = the row's `id` column (not its position in the file), the same key in both
+splits. The official harness keys captions by `id` (its caption script skips an id already
+captioned, so one caption serves both splits), and row `id` N of `type_a` and of `type_b` show the
+same image: in the reference rows `type_a` 0 and `type_b` 0 both ask about "the batter in this
+photo" and the official key "0" captions a baseball player at bat, `type_a` 1 and `type_b` 1 both
+about the laptops on a table and key "1" captions people at an office table with laptops. Variant
+images have no caption (the official harness captions only `image`); text dialogues have no image.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.errors import SuiteError
 from pytest_mtmcs.records import Dialogue, ImageRef, Question, Suite, Turn
+from pytest_mtmcs.suite.captions import read_captions
 from pytest_mtmcs.suite.content import content_hash
 from pytest_mtmcs.suite.images import ImageProblem, verify_image
 
@@ -52,6 +64,8 @@ MODALITY_ALIASES = {
     "text": "text",
 }
 DEFAULTS = {"image_placement": "last"}
+# The official captions file's name: looked for in the release folder and in its parent.
+CAPTIONS_FILE = "MTMCS_Bench_captions.json"
 
 _SHARD_RE = re.compile(
     r"^(?P<split>[A-Za-z0-9_]+?)(?:-(?P<index>\d+)-of-(?P<count>\d+)(?:-[0-9a-fA-F]+)?)?\.parquet$"
@@ -110,6 +124,7 @@ def load(
     modalities: Sequence[str] | str | None = None,
     variant_images: bool = False,
     verify_images: bool = True,
+    captions: str | os.PathLike[str] | None = None,
 ) -> Suite:
     """Loads an MTMCS-Bench release folder (PATH or PATH/data holding the parquet files).
 
@@ -117,7 +132,9 @@ def load(
     (alias `mm`), `text` (alias `unimodal`); default both. `variant_images`: also emit the
     multimodal dialogues of each of the row's 3 variant images (ids `.../mm/v1/unsafe`).
     `verify_images`: decode every used image once at load (an image that does not decode is an
-    error here rather than in the middle of a run).
+    error here rather than in the middle of a run). `captions`: a captions file (image index ->
+    caption, keyed by row id; see the module docstring); default: `MTMCS_Bench_captions.json` in
+    the release folder or its parent when there is one, else no captions.
     """
     # Loading builds many small acyclic objects; the cyclic collector would rescan them again
     # and again (measured: about a third of the load time at benchmark scale).
@@ -130,6 +147,7 @@ def load(
             modalities=modalities,
             variant_images=variant_images,
             verify_images=verify_images,
+            captions=captions,
         )
     finally:
         if was_enabled:
@@ -143,6 +161,7 @@ def _load(
     modalities: Sequence[str] | str | None = None,
     variant_images: bool = False,
     verify_images: bool = True,
+    captions: str | os.PathLike[str] | None = None,
 ) -> Suite:
     import pyarrow.parquet as pq
 
@@ -154,6 +173,10 @@ def _load(
     found = _find_splits(root)
     chosen = _choose_splits(root, found, splits)
     mods = _choose_modalities(root, modalities)
+    caption_file = Path(captions) if captions is not None else None
+    if caption_file is None and "multimodal" in mods:
+        caption_file = find_captions(root)
+    caption_of = read_captions(caption_file) if caption_file is not None else None
 
     dialogues: list[Dialogue] = []
     images: dict[str, tuple[bytes, ReleaseError]] = {}
@@ -168,11 +191,15 @@ def _load(
                 raise ReleaseError(str(shard.path), f"cannot read parquet data: {exc}") from None
             dialogues.extend(
                 _dialogues_of_table(
-                    table, shard.path, split, mods, variant_images, seen_ids, images
+                    table, shard.path, split, mods, variant_images, seen_ids, images, caption_of
                 )
             )
     if verify_images:
         _verify_images(images)
+    source = f"{BENCHMARK} release (arXiv 2601.06757), splits {', '.join(chosen)}"
+    if caption_file is not None and caption_of is not None and "multimodal" in mods:
+        _check_captions_used(caption_file, caption_of, dialogues)
+        source += f"; image captions from {caption_file.name}"
     return Suite(
         name=SUITE_NAME,
         version=_release_version(root),
@@ -180,8 +207,34 @@ def _load(
         dialogues=tuple(dialogues),
         # The same rule as a native suite's: an imported copy of this release hashes the same.
         content_hash=content_hash(dialogues, DEFAULTS),
-        source=f"{BENCHMARK} release (arXiv 2601.06757), splits {', '.join(chosen)}",
+        source=source,
         defaults=dict(DEFAULTS),
+    )
+
+
+def find_captions(root: Path) -> Path | None:
+    """`MTMCS_Bench_captions.json` in the release folder or its parent (where a clone of the
+    benchmark's GitHub repository keeps it beside the downloaded data), or None."""
+    for folder in (root, root.resolve().parent):
+        candidate = folder / CAPTIONS_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_captions_used(file: Path, captions: dict[int, str], dialogues: list[Dialogue]) -> None:
+    """A captions file that captions none of the rows is the wrong file: say so, rather than
+    run a judge that silently sees no caption."""
+    ids = sorted({d.source["id"] for d in dialogues if d.image is not None})
+    if not ids or any(d.image is not None and d.image.caption for d in dialogues):
+        return
+    keys = sorted(captions)
+    shown = f"{keys[0]}..{keys[-1]}" if keys else "none"
+    raise SuiteError(
+        str(file),
+        f"captions none of this release's images: its keys ({shown}) match no row id "
+        f"({ids[0]}..{ids[-1]}); a captions file maps each row's id to a caption of its image, "
+        f"as MTMCS-Bench's {CAPTIONS_FILE}",
     )
 
 
@@ -428,6 +481,7 @@ def _dialogues_of_table(
     variants: bool,
     seen_ids: dict[int, tuple[str, int]],
     images: dict[str, tuple[bytes, ReleaseError]],
+    captions: dict[int, str] | None = None,
 ) -> Iterable[Dialogue]:
     file = str(path)
     setting = SETTING_OF_SPLIT[split]
@@ -457,7 +511,10 @@ def _dialogues_of_table(
         nulls = _struct_nulls(table, "image")
         data = _struct_field(table, "image", "bytes")
         for row, blob in enumerate(data):
-            main_images[row] = _image_ref(file, row, "image", None if nulls[row] else blob, images)
+            caption = captions.get(ids[row]) if captions else None
+            main_images[row] = _image_ref(
+                file, row, "image", None if nulls[row] else blob, images, caption
+            )
         if variants:
             for row, items in enumerate(_pylist(table, "variant_images")):
                 if items is None:
@@ -517,6 +574,7 @@ def _image_ref(
     column: str,
     blob: bytes | None,
     images: dict[str, tuple[bytes, ReleaseError]],
+    caption: str | None = None,
 ) -> ImageRef:
     where = f"{Path(file).name} row {row} column {column}"
     if not blob:
@@ -525,7 +583,7 @@ def _image_ref(
     if sha not in images:
         # The error is built now, raised only if the image fails to verify.
         images[sha] = (blob, ReleaseError(file, "", row=row, column=column))
-    return ImageRef(sha, lambda: blob, where)
+    return ImageRef(sha, lambda: blob, where, caption)
 
 
 def _verify_images(images: dict[str, tuple[bytes, ReleaseError]]) -> None:
