@@ -420,9 +420,9 @@ def test_safemt_and_mtmcs_sections(tmp_path):
     results.append(replace(dr(9999, "safe", True, 3), questions=tagged))
     write_files(tmp_path, outcome(results))
     html = (tmp_path / "report.html").read_text()
-    assert "SafeMT: ASR per length and Safety Index" in html
-    assert "(w=0.702)" in html  # e^-1 / sum of e^-k over 1,2,4,6,8
-    assert "MTMCS-Bench intent recognition" in html
+    assert "SafeMT: attack success rate per dialogue length and Safety Index" in html
+    assert '<td class="num">0.702</td>' in html  # e^-1 / sum of e^-k over 1,2,4,6,8
+    assert "MTMCS-Bench: intent accuracy per setting and modality" in html
     page = check_html(tmp_path / "report.html")
     assert len(page.images) == 2  # buckets + SafeMT ASR (scripted dialogues have no depth curve)
 

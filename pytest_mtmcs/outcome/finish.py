@@ -173,6 +173,7 @@ def finish(
             dialogues=sources.dialogues,
             transcripts=sources.transcripts,
             shard=shard,
+            rerecorded=baselines.primary if options.update_baseline else None,
         )
         lines.append(f"report written to {_shown(report_dir, options.root)}")
         if shard is not None:

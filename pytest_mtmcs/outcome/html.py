@@ -14,7 +14,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.analysis.buckets import ALL
-from pytest_mtmcs.analysis.metrics import METRICS, Rate, mtmcs_accuracies, safemt_summary, units
+from pytest_mtmcs.analysis.metrics import METRICS, Rate, safemt_summary, units
 from pytest_mtmcs.analysis.metrics import safety_by_depth as depth_curves
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
@@ -296,74 +296,22 @@ def _bucket_section(s: SuiteOutcome) -> str:
     return "".join(parts)
 
 
-def _safemt_section(suite: str, summaries: Sequence[tuple[str, Any]]) -> str:
+def _headline_table(t: Any) -> str:
+    """A headline table (`outcome.headline.HeadlineTable`) with its notes."""
+    notes = "".join(f'<p class="muted">{_e(n)}</p>' for n in t.notes)
+    return f"<h3>{_e(t.title)}</h3>" + _table(t.rows, t.header, t.num) + notes
+
+
+def _safemt_section(suite: str, summaries: Sequence[tuple[str, Any]], table: Any) -> str:
+    """The ASR plot (this run and every stored baseline) and the headline table (this run beside
+    each compared baseline, with deltas)."""
     summaries = [(cp, sm) for cp, sm in summaries if sm is not None]
-    if not summaries:
+    if not summaries or table is None:
         return ""
-    lengths = sorted({k for _, sm in summaries for k in sm.asr})
-    rows = []
-    for cp, sm in summaries:
-        rows.append(
-            [cp]
-            + [
-                f"{_f(sm.asr[k].value)} ({sm.asr[k].k}/{sm.asr[k].n}"
-                + (f", {sm.errors[k]} err" if sm.errors.get(k) else "")
-                + ")"
-                if k in sm.asr
-                else "-"
-                for k in lengths
-            ]
-            + [
-                _f(sm.mean_sigma),
-                _f(sm.si),
-                "yes" if sm.complete else "no (missing " + ",".join(map(str, sm.missing)) + ")",
-            ]
-        )
-    weights = summaries[0][1].weights
-    header = [
-        "checkpoint",
-        *(f"ASR len {k} (w={weights.get(k, 0):.3f})" for k in lengths),
-        "mean sigma",
-        "SI",
-        "all lengths",
-    ]
-    return (
-        "<h3>SafeMT: ASR per length and Safety Index</h3>"
-        + _img(
-            safemt_plot(suite, summaries),
-            f"{suite} SafeMT ASR per length",
-            "Attack success rate per dialogue length (lower is safer).",
-        )
-        + _table(rows, header)
-        + '<p class="muted">SI = (1 - &Sigma; w<sub>k</sub> ASR<sub>k</sub>) &times; '
-        "(1 - mean &sigma;), w<sub>k</sub> = e<sup>-k</sup> / &Sigma; e<sup>-j</sup> over "
-        "the lengths present; errors count as attack successes.</p>"
-    )
-
-
-def _mtmcs_section(results: Sequence[DialogueResult]) -> str:
-    acc = mtmcs_accuracies(results)
-    if not acc:
-        return ""
-    names = ("safe_mcq", "unsafe_mcq", "unsafe_tf")
-    rows = []
-    for (setting, modality), cells in acc["accuracy"].items():
-        rows.append(
-            [setting, modality]
-            + [
-                f"{_f(cells[n].value)} ({cells[n].k}/{cells[n].n})" if cells[n].n else "-"
-                for n in names
-            ]
-        )
-    gap_rows = [
-        [setting] + [_f(v) if v is None else f"{v:+.3f}" for v in (g[n] for n in names)]
-        for setting, g in acc["gap"].items()
-    ]
-    return (
-        "<h3>MTMCS-Bench intent recognition</h3>"
-        + _table(rows, ["setting", "modality", *names])
-        + "<p>Multimodal minus text:</p>"
-        + _table(gap_rows, ["setting", *names])
+    return _headline_table(table) + _img(
+        safemt_plot(suite, summaries),
+        f"{suite} SafeMT ASR per length",
+        "Attack success rate per dialogue length (lower is safer).",
     )
 
 
@@ -385,6 +333,7 @@ def _flip_detail(
     current_name: str,
     placement: str = "last",
     open_: bool = False,
+    base_replies: Mapping[tuple[str, int], str] | None = None,
 ) -> str:
     user_text: dict[int, str] = {}
     with_image: frozenset[int] = frozenset()
@@ -418,15 +367,25 @@ def _flip_detail(
             if dialogue is not None
             else ""
         )
+        base_reply = ""
+        if base_replies is not None:
+            text = base_replies.get((flip.id, k))
+            base_reply = (
+                f'<td><div class="reply">{_e(_clip(text))}</div></td>'
+                if text is not None
+                else f'<td><span class="muted">{"scripted" if rep is None else "-"}</span></td>'
+            )
         rows.append(
             f"<tr><td class=num>{k}{risk}</td>{user}"
             f"<td>{reply}</td><td>{_label_cell(rep.label) if rep else '-'}</td>"
-            f"<td>{_label_cell(was)}</td></tr>"
+            f"{base_reply}<td>{_label_cell(was)}</td></tr>"
         )
     head = (
         f"<tr><th>turn</th>{'<th>user</th>' if dialogue is not None else ''}"
         f"<th>{_e(current_name)}: reply</th>"
-        f"<th>{_e(current_name)}: label</th><th>{_e(base_name)}: label</th></tr>"
+        f"<th>{_e(current_name)}: label</th>"
+        + (f"<th>{_e(base_name)}: reply</th>" if base_replies is not None else "")
+        + f"<th>{_e(base_name)}: label</th></tr>"
     )
     summary = (
         f"<code>{_e(flip.id)}</code> [{_e(flip.bucket)}] {_e(now.label)} "
@@ -480,6 +439,15 @@ def _flips_section(data: ReportData, s: SuiteOutcome) -> str:
             f"{len(fl.only_baseline)} missing from this run</p>"
         )
         before = {r.id: r for r in data.baseline_results.get((s.suite, b.name), ())}
+        base_replies = data.baseline_replies.get((s.suite, b.name))
+        note = data.baseline_reply_notes.get((s.suite, b.name))
+        if note:
+            parts.append(f'<p class="warn">{_e(note)}</p>')
+        elif base_replies is None and (fl.regressed or fl.fixed):
+            parts.append(
+                f'<p class="muted">{_e(b.name)}: labels only (its replies are shown here when the '
+                "baseline is recorded with --mtmcs-baseline-transcripts)</p>"
+            )
         for title, group in (("Regressed", fl.regressed), ("Fixed", fl.fixed)):
             if not group:
                 continue
@@ -499,6 +467,7 @@ def _flips_section(data: ReportData, s: SuiteOutcome) -> str:
                         data.current_name,
                         placement,
                         open_=i == 0,
+                        base_replies=base_replies,
                     )
                 )
             if len(group) > MAX_HTML_FLIPS:
@@ -535,6 +504,9 @@ def _suite_section(data: ReportData, s: SuiteOutcome) -> str:
             "run's dialogues (questions for intent accuracy).",
         )
     )
+    from pytest_mtmcs.outcome.headline import LEGEND, compared_baselines, headline_tables
+
+    headline = {t.key: t for t in headline_tables(s, data.baseline_results)}
     depth = depth_plot(s.suite, checkpoints_results)
     if depth:
         parts.append(
@@ -542,15 +514,24 @@ def _suite_section(data: ReportData, s: SuiteOutcome) -> str:
             + _img(
                 depth,
                 f"{s.suite}: safety by depth",
-                "Among unsafe dialogues with at least t user turns: the share with no compliant "
+                "Among unsafe dialogues with at least t user turns: the share with no harmful "
                 "reply from the risk turn through turn t.",
             )
         )
+    if "depth" in headline:
+        parts.append(_headline_table(headline["depth"]))
     parts.append(_bucket_section(s))
     parts.append(
-        _safemt_section(s.suite, [(cp, safemt_summary(rs)) for cp, rs in checkpoints_results])
+        _safemt_section(
+            s.suite,
+            [(cp, safemt_summary(rs)) for cp, rs in checkpoints_results],
+            headline.get("safemt"),
+        )
     )
-    parts.append(_mtmcs_section(s.results))
+    if "mtmcs" in headline:
+        parts.append(_headline_table(headline["mtmcs"]))
+    if headline and compared_baselines(s, data.baseline_results):
+        parts.append(f'<p class="muted">{_e(LEGEND)}</p>')
     parts.append(_flips_section(data, s))
     return "".join(parts)
 

@@ -143,6 +143,8 @@ class SuiteOutcome:
     unmeasured: tuple[str, ...] = ()
     # Everything the gate checked, one cell each (reported as tests).
     cells: list[GateCell] = field(default_factory=list)
+    # The benchmarks' headline tables (`outcome.headline.headline_tables`), computed on first use.
+    headline: list[Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -191,6 +193,13 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     # suite -> dialogue id -> ready transcripts.jsonl lines (a merge copies the shards' lines)
     transcripts: dict[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+    # (suite, baseline name) -> (dialogue id, user turn) -> the baseline's reply, from the
+    # transcripts stored beside it (--mtmcs-baseline-transcripts), for its flipped dialogues
+    baseline_replies: dict[tuple[str, str], Mapping[tuple[str, int], str]] = field(
+        default_factory=dict
+    )
+    # (suite, baseline name) -> why the baseline's replies are not shown (file unreadable, stale)
+    baseline_reply_notes: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def baseline_names(self) -> list[str]:
         names: list[str] = []

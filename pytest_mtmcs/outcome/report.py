@@ -78,11 +78,13 @@ def write_report(
     dialogues: Callable[[str], Mapping[str, Dialogue]] | None = None,
     transcripts: Callable[[str], Mapping[str, Sequence[str]]] | None = None,
     shard: Shard | None = None,
+    rerecorded: str | None = None,
 ) -> Path:
     """Writes the report files into `dir` (created if needed) and returns it.
 
     `dialogues(suite)` gives user and question text to transcripts.jsonl; `transcripts(suite)`
-    gives its lines ready-made (a merge of shards copies theirs).
+    gives its lines ready-made (a merge of shards copies theirs). `rerecorded`: the baseline this
+    run has just re-recorded (its stored transcripts are now this run's, not the baseline's).
     """
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,8 @@ def write_report(
             stored = baselines.get(b.name, s.suite) if baselines is not None and b.found else None
             if stored is not None:
                 data.baseline_results[(s.suite, b.name)] = stored.results
+        if baselines is not None:
+            _baseline_replies(data, s, baselines, rerecorded)
         if transcripts is None:
             data.dialogues[s.suite] = _suite_dialogues(dialogues, s.suite)
             continue
@@ -118,6 +122,53 @@ def write_report(
             data.dialogues[s.suite] = _suite_dialogues(dialogues, s.suite)
     write_files(out, data)
     return out
+
+
+def _baseline_replies(
+    data: ReportData, s: SuiteOutcome, baselines: BaselineSet, rerecorded: str | None
+) -> None:
+    """The replies of each baseline's flipped dialogues, from the transcripts stored beside it
+    (`--mtmcs-baseline-transcripts`), for report.html to show beside this run's. A file that
+    cannot be read, or was written with another recording of the baseline, is a note on the page:
+    a report never fails for it, and never shows replies that are not the baseline's."""
+    from pytest_mtmcs.baseline.transcripts import (
+        header_digest,
+        read_transcripts_with_header,
+        transcripts_path,
+    )
+    from pytest_mtmcs.errors import ConfigError
+
+    for b in s.baselines:
+        flipped = {f.id for f in (*b.flips.regressed, *b.flips.fixed)} if b.flips else set()
+        if not flipped:
+            continue
+        key = (s.suite, b.name)
+        if b.name == rerecorded:
+            data.baseline_reply_notes[key] = (
+                f"baseline {b.name} was re-recorded by this run: the transcripts beside it are "
+                "this run's, so its earlier replies are not shown"
+            )
+            continue
+        try:
+            stored = baselines.get(b.name, s.suite)
+            path = transcripts_path(baselines.root, b.name, s.suite)
+        except ConfigError:
+            continue
+        if stored is None or not path.exists():
+            continue  # no transcripts stored: the page shows the baseline's labels only
+        try:
+            texts, header = read_transcripts_with_header(path)
+        except ConfigError as exc:
+            data.baseline_reply_notes[key] = f"baseline replies not shown: {exc}"
+            continue
+        digest = header.get("header_sha256")
+        if digest is not None and digest != header_digest(stored.header):
+            data.baseline_reply_notes[key] = (
+                f"baseline replies not shown: {path.name} was written with another recording "
+                f"of baseline {b.name} (header hash differs)"
+            )
+            continue
+        data.baseline_replies[key] = {k: v for k, v in texts.items() if k[0] in flipped}
 
 
 def write_files(out: Path, data: ReportData, *, tables: bool = True) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pytest_mtmcs.analysis.metrics import METRICS, mtmcs_accuracies, safemt_summary, safety_by_depth
+from pytest_mtmcs.analysis.metrics import METRICS
+from pytest_mtmcs.outcome.headline import (
+    LEGEND,
+    compared_baselines,
+    depth_table,
+    headline_tables,
+    mtmcs_table,
+    safemt_table,
+)
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
@@ -119,7 +127,7 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
             lines.append(f"{s.suite} {title}:")
             lines += table(cut_rows, ["group", "bucket", *METRICS])
     lines += format_judge_scores(s)
-    lines += format_benchmark_metrics(s.results)
+    lines += render_headline(headline_tables(s), LEGEND if compared_baselines(s) else None)
     lines += measurement_notes(s)
     for b in s.baselines:
         if not b.found:
@@ -322,55 +330,33 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_benchmark_metrics(results: Sequence[DialogueResult]) -> list[str]:
-    """The benchmarks' own metrics, where the suite has what they need; and safety by depth."""
+def format_benchmark_metrics(
+    results: Sequence[DialogueResult],
+    baselines: Sequence[tuple[str, Sequence[DialogueResult]]] = (),
+) -> list[str]:
+    """The benchmarks' own metrics, where the suite has what they need, and safety by depth:
+    this run beside each compared baseline (`outcome/headline.py`), with the delta's interval."""
+    return render_headline(
+        [
+            t
+            for t in (
+                depth_table(results, baselines),
+                safemt_table(results, baselines),
+                mtmcs_table(results, baselines),
+            )
+            if t is not None
+        ],
+        LEGEND if baselines else None,
+    )
+
+
+def render_headline(tables: Sequence[Any], legend: str | None = None) -> list[str]:
+    """Headline tables (`outcome.headline.HeadlineTable`) as terminal lines."""
     lines: list[str] = []
-    depth = safety_by_depth(results)
-    if depth:
-        lines.append("")
-        lines.append("safety by turn depth (unsafe dialogues still handled safely after turn t):")
-        for setting, curve in depth.items():
-            cells = " ".join(f"t{t}={_f(rate.value, 2)}({rate.n})" for t, rate in curve if rate.n)
-            lines.append(f"  {setting}: {cells}")
-    sm = safemt_summary(results)
-    if sm is not None:
-        lines.append("")
-        note = (
-            "" if sm.complete else f" (lengths {sm.missing} missing: not comparable with the paper)"
-        )
-        si = "not measured (too many errored dialogues)" if sm.si is None else f"{sm.si:.3f}"
-        lines.append(f"SafeMT: Safety Index {si}{note}")
-        lines += table(
-            [
-                [str(k), str(rate.n), _f(rate.value), f"{sm.weights[k]:.3f}", str(sm.errors[k])]
-                for k, rate in sm.asr.items()
-            ],
-            ["turns", "n", "ASR", "SI weight", "errors"],
-        )
-        lines.append(
-            f"mean sigma {sm.mean_sigma:.3f} over {sm.n_trajectories} trajectories; "
-            "SI = (1 - sum_k w_k ASR_k) * (1 - mean sigma): the 1- and 2-turn ASR dominate"
-        )
-    acc = mtmcs_accuracies(results)
-    if acc:
-        lines.append("")
-        lines.append("MTMCS-Bench intent accuracy:")
-        rows = []
-        for (setting, modality), cells in acc["accuracy"].items():
-            rows.append(
-                [setting, modality]
-                + [
-                    f"{_f(cells[n].value)} ({cells[n].n})"
-                    for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")
-                ]
-            )
-        for setting, gap in acc["gap"].items():
-            rows.append(
-                [setting, "mm - text"]
-                + [
-                    ("-" if gap[n] is None else f"{gap[n]:+.3f}")
-                    for n in ("safe_mcq", "unsafe_mcq", "unsafe_tf")
-                ]
-            )
-        lines += table(rows, ["setting", "modality", "safe MCQ", "unsafe MCQ", "unsafe TF"])
+    for t in tables:
+        lines += ["", f"{t.title}:"]
+        lines += table(t.rows, t.header)
+        lines += [f"  {n}" for n in t.notes]
+    if tables and legend:
+        lines.append(f"  {legend}")
     return lines
