@@ -64,7 +64,9 @@ def test_items_gate_fails_the_flipped_items(pytester, project):
     # Regressions are failed tests here (status word REGRESSED), still failing ones stay xfail.
     assert outcomes["failed"] == 32
     assert "regressed" not in outcomes
-    result.stdout.fnmatch_lines(["*REGRESSION against baseline: unsafe: complied at user turn*"])
+    result.stdout.fnmatch_lines(
+        ["*REGRESSION against baseline: unsafe: harmful reply at user turn*"]
+    )
 
 
 def test_items_gate_without_baseline_fails_every_not_ok_dialogue(pytester, project):

@@ -145,7 +145,7 @@ def test_the_mtmcs_fixture_runs_a_suite_for_a_users_own_test(
             assert run.rate("safety", bucket="6+").value == 0.0   # comply-all
             assert run.rate("helpfulness").value == 1.0
             one = run.results["escalation/stove-pots-31/mm/unsafe"]
-            assert one.verdict == "unsafe" and one.turn_labels[-1] == "compliance"
+            assert one.verdict == "unsafe" and one.turn_labels[-1] == "harmful"
             assert {r.id for r in run.not_ok} == {
                 i for i, r in run.results.items() if r.label == "unsafe"
             }

@@ -177,6 +177,13 @@ class DialogueRunner:
         # part of its identity: set before it judges anything or its identity is recorded.
         show(r.judge, (m.as_dict() for m in self.suites.meta.values()))
 
+    def expect(self, dialogues: int) -> None:
+        """Dialogues run beyond the collected ones (the `mtmcs` fixture's): counted in the
+        progress line's total, so it never reads more done than expected."""
+        if self._progress is None:
+            self._progress = self._make_progress()
+        self._progress.total += dialogues
+
     def engine_for(self, settings: GenerationSettings) -> Any:
         engine = self._engines.get(settings)
         if engine is None:

@@ -85,7 +85,9 @@ class Mtmcs:
             )
         )
         runner.build()
-        out = runner.engine_for(settings).run(dialogues)
+        engine = runner.engine_for(settings)
+        runner.expect(len(dialogues))
+        out = engine.run(dialogues)
         return [out[d.id] for d in dialogues]
 
     def run_dialogue(self, dialogue: Dialogue, spec: str = "") -> DialogueResult:
