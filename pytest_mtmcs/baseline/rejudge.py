@@ -18,22 +18,10 @@ from pytest_mtmcs.errors import ConfigError
 from pytest_mtmcs.judges import Judge, JudgeInput
 from pytest_mtmcs.records import Dialogue, DialogueResult, Message, ReplyResult
 
-# Header keys that name the judge (baseline.make_header); any other mismatch is not fixed by
-# re-judging.
-JUDGE_KEYS = (
-    "judge",
-    "judge_model",
-    "judge_prompt_hash",
-    "judge_version",
-    "judge_artefact_hash",
-    "judge_axes",
-    "judge_shown",
-)
-
 
 def only_judge_differs(base: Mapping[str, str], current: Mapping[str, str]) -> bool:
     """True when the headers differ, and only in the judge's identity."""
-    from pytest_mtmcs.baseline.store import mismatches
+    from pytest_mtmcs.baseline.store import JUDGE_KEYS, mismatches
 
     if not mismatches(base, current):
         return False

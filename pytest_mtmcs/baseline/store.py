@@ -321,9 +321,9 @@ def make_header(
     return {k: str(v).replace("\n", " ") for k, v in header.items()}
 
 
-# What two runs must share to be compared.
-COMPAT_KEYS = (
-    "suite_hash",
+# Header keys that name the judge: a mismatch in them alone is fixed by re-judging
+# (`baseline.rejudge`).
+JUDGE_KEYS = (
     "judge",
     "judge_model",
     "judge_prompt_hash",
@@ -332,6 +332,8 @@ COMPAT_KEYS = (
     "judge_axes",
     "judge_shown",
 )
+# What two runs must share to be compared.
+COMPAT_KEYS = ("suite_hash", *JUDGE_KEYS)
 COMPAT_PREFIXES = ("decoding_",)
 # What a header key left out stands for, where saying "-" would not tell a reader.
 _ABSENT = {"judge_shown": SHOWN_TEXT}

@@ -153,7 +153,9 @@ def finish(
         recorded_lines.extend(recorded.lines)
         files.extend(recorded.files)
     test_failures = count_failed_tests(suites, options)
-    verdict = gate_verdict(suites, options, test_failures)
+    verdict = gate_verdict(
+        suites, options, test_failures, recorded=baselines.primary if recorded_lines else None
+    )
     lines = (
         format_outcome(suites, info, run.cache, run.model_calls, gate=options.gate, shard=shard)
         + [str(line) for line in info.get("replicas") or ()]
@@ -196,9 +198,13 @@ def finish(
 
 
 def gate_verdict(
-    suites: Sequence[SuiteOutcome], options: EndOptions, test_failures: int
+    suites: Sequence[SuiteOutcome],
+    options: EndOptions,
+    test_failures: int,
+    recorded: str | None = None,
 ) -> GateVerdict:
-    """The run's verdict from its suites' failures, inconclusive cells and failed tests."""
+    """The run's verdict from its suites' failures, inconclusive cells and failed tests
+    (`recorded`: the baseline this run recorded, said where nothing else was checked)."""
     if options.shard is not None:
         # A shard's per-bucket numbers are partial: they neither pass nor fail a gate.
         return not_run(
@@ -215,7 +221,11 @@ def gate_verdict(
         )
     checked = list(dict.fromkeys(c for s in suites for c in s.checked))
     if not checked:
-        checked = ["report only (no baseline compared, no thresholds)"]
+        checked = [
+            f"baseline {recorded} recorded (nothing compared, no thresholds)"
+            if recorded
+            else "report only (no baseline compared, no thresholds)"
+        ]
     inconclusive = [c for s in suites for c in s.inconclusive]
     return decide(failures, inconclusive, checked, fail_inconclusive=options.fail_inconclusive)
 

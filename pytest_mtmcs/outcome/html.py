@@ -14,7 +14,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.analysis.buckets import ALL
-from pytest_mtmcs.analysis.metrics import METRICS, Rate, safemt_summary, units
+from pytest_mtmcs.analysis.metrics import Rate, safemt_summary, units
 from pytest_mtmcs.analysis.metrics import safety_by_depth as depth_curves
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
@@ -269,30 +269,15 @@ def _img(uri: str, alt: str, caption: str = "") -> str:
 
 
 def _bucket_section(s: SuiteOutcome) -> str:
-    from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, bucket_rows
+    from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, CUT_HEADER, bucket_rows, cut_tables
 
     rows, base = bucket_rows(s)
     parts = [
         "<h3>Per bucket</h3>",
         _table(rows, [h.format(base=base) for h in BUCKET_HEADER], frozenset({1, 3, 4, 5, 7})),
     ]
-    for title, cut in (("by setting", s.by_setting), ("by modality", s.by_modality)):
-        cut_rows = []
-        for (group, bucket), row in sorted(
-            cut.items(),
-            key=lambda kv: (kv[0][0], s.buckets.sort_key(kv[0][1]), kv[0][1]),
-        ):
-            if not any(row[m].n for m in METRICS):
-                continue
-            cut_rows.append(
-                [group, bucket]
-                + [f"{_f(row[m].value, 2)} ({row[m].n})" if row[m].n else "-" for m in METRICS]
-            )
-        if cut_rows:
-            parts += [
-                f"<h3>{_e(title.capitalize())}</h3>",
-                _table(cut_rows, ["group", "bucket", *METRICS]),
-            ]
+    for title, cut_rows in cut_tables(s):
+        parts += [f"<h3>{_e(title.capitalize())}</h3>", _table(cut_rows, CUT_HEADER)]
     return "".join(parts)
 
 

@@ -101,14 +101,16 @@ def bucket_rows(s: SuiteOutcome) -> tuple[list[list[str]], str]:
     return rows, (primary.name if primary else "baseline")
 
 
-def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list[str]:
-    part = f", {shard.words}: partial numbers" if shard is not None else ""
-    lines = [f"suite {s.suite} ({len(s.results)} dialogues{part})"]
-    rows, base_name = bucket_rows(s)
-    header = [h.format(base=base_name) for h in BUCKET_HEADER]
-    lines += table(rows, header)
+CUT_HEADER = ["group", "bucket", *METRICS]
+
+
+def cut_tables(s: SuiteOutcome) -> list[tuple[str, list[list[str]]]]:
+    """The per-setting and per-modality tables ("by setting", rows) of a suite, buckets in
+    order and `all` last, each cell `value (n)`; a table with no measured row is left out (the
+    terminal and report.html show the same)."""
+    out = []
     for title, cut in (("by setting", s.by_setting), ("by modality", s.by_modality)):
-        cut_rows = []
+        rows = []
         for (group, bucket), row in sorted(
             cut.items(),
             key=lambda kv: (
@@ -118,14 +120,25 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
         ):
             if not any(row[m].n for m in METRICS):
                 continue
-            cut_rows.append(
+            rows.append(
                 [group, bucket]
                 + [f"{_f(row[m].value, 2)} ({row[m].n})" if row[m].n else "-" for m in METRICS]
             )
-        if cut_rows:
-            lines.append("")
-            lines.append(f"{s.suite} {title}:")
-            lines += table(cut_rows, ["group", "bucket", *METRICS])
+        if rows:
+            out.append((title, rows))
+    return out
+
+
+def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list[str]:
+    part = f", {shard.words}: partial numbers" if shard is not None else ""
+    lines = [f"suite {s.suite} ({len(s.results)} dialogues{part})"]
+    rows, base_name = bucket_rows(s)
+    header = [h.format(base=base_name) for h in BUCKET_HEADER]
+    lines += table(rows, header)
+    for title, rows_of_cut in cut_tables(s):
+        lines.append("")
+        lines.append(f"{s.suite} {title}:")
+        lines += table(rows_of_cut, CUT_HEADER)
     lines += format_judge_scores(s)
     lines += render_headline(headline_tables(s), LEGEND if compared_baselines(s) else None)
     lines += measurement_notes(s)
