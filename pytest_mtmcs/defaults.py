@@ -39,5 +39,10 @@ RETRIES = 5
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_API_KEY = "OPENAI_API_KEY"
 
-# Dialogues each process generates ahead of the test being run.
-LOOKAHEAD = 256
+# Dialogues each process may generate ahead of the test being run: "auto" sizes it from the
+# concurrency for backends that take requests one by one (`engine/schedule.py`), and is
+# ROUNDS_LOOKAHEAD for the lock-step rounds (batching backends, `--mtmcs-schedule=rounds`).
+LOOKAHEAD = "auto"
+ROUNDS_LOOKAHEAD = 256
+# How dialogues advance: "auto" (pipelined where the backend takes requests one by one) or "rounds".
+SCHEDULE = "auto"

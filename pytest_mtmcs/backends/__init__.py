@@ -45,6 +45,26 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that also takes requests one by one (openai: does).
+
+    `submit` returns at once and calls `done(i, result)` for request `i` as soon as its answer is
+    in: exactly once per request, from any thread, in any order, errors as results (never
+    raised). At most `concurrency` requests are in flight; the rest wait inside the backend. The
+    engine then sends a dialogue's next turn the moment its reply arrives
+    (`engine.schedule.Pipeline`) instead of waiting for a whole round, so one slow request holds
+    up one dialogue, not all of them. Backends that batch (hf:) implement only `generate`.
+    """
+
+    spec: str
+    concurrency: int
+
+    def submit(
+        self, requests: Sequence[ChatRequest], done: Callable[[int, Generation], None]
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """Run-wide settings a backend factory may use."""

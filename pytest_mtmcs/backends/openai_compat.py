@@ -29,6 +29,9 @@ the whole call to it and blocks until every request has an answer. A semaphore o
 the keep-alive connections away every turn; a private loop also works when the caller already runs
 one (pytest-asyncio). Why not threads: hundreds in flight cost hundreds of OS threads, and a thread
 sleeping in backoff is a thread doing nothing.
+`submit` (the `StreamingBackend` side) starts requests on the same loop and semaphore and returns at
+once, calling back as each is answered: the engine's pipeline (`engine/schedule.py`) keeps the
+slots full with it. Requests on the wire are measured over time (`in_flight`, `inflight.py`).
 
 Several servers: `--mtmcs-base-url` may list replicas of one model (comma-separated or the option
 repeated); each attempt goes to the replica with the fewest requests in flight, and a replica that
@@ -87,6 +90,7 @@ from pytest_mtmcs.backends.http_transport import (
     proxy_for,
     redact_url,
 )
+from pytest_mtmcs.backends.inflight import InFlightMeter
 from pytest_mtmcs.backends.replicas import Replica, ReplicaSet
 from pytest_mtmcs.errors import BackendError, ConfigError
 from pytest_mtmcs.records import ChatRequest, GenerationSettings, ImageRef, Message
@@ -335,6 +339,9 @@ class OpenAICompatBackend:
         self._fragments: dict[int, tuple[Message, int | None, tuple[bytes, ...]]] = {}
         self._tails: dict[GenerationSettings, bytes] = {}
         self._head = b'{"model":' + _json_str(model).encode() + b',"messages":['
+        # Requests on the wire over time (run.json's in_flight; see backends/inflight.py).
+        self._meter = InFlightMeter()
+        self._tasks: set[asyncio.Task[None]] = set()  # submitted requests still running
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "unset"
@@ -365,6 +372,57 @@ class OpenAICompatBackend:
             return []
         return self._loop_thread().run(self._run_all(requests))
 
+    # --- StreamingBackend: requests one by one (engine.schedule.Pipeline) ------------------
+
+    def submit(
+        self, requests: Sequence[ChatRequest], done: Callable[[int, Generation], None]
+    ) -> None:
+        """Starts `requests` on the loop and returns at once; `done(i, result)` is called on the
+        loop thread as each is answered. They share `generate`'s semaphore: at most
+        `concurrency` in flight, the rest wait for a slot in the order submitted."""
+        if requests:
+            batch = list(requests)
+            self._loop_thread().loop.call_soon_threadsafe(self._start_submitted, batch, done)
+
+    def in_flight(self) -> dict[str, Any] | None:
+        """Mean requests in flight so far against the concurrency (backends/inflight.py)."""
+        return self._meter.stats(self.concurrency)
+
+    def _start_submitted(
+        self, requests: list[ChatRequest], done: Callable[[int, Generation], None]
+    ) -> None:
+        try:
+            replicas, sem = self._ensure_replicas()
+        except Exception as exc:  # every request must get its answer, if only an error
+            err = BackendError(f"openai: cannot start requests: {type(exc).__name__}: {exc}")
+            for i in range(len(requests)):
+                done(i, err)
+            return
+        loop = asyncio.get_running_loop()
+        for i, request in enumerate(requests):
+            task = loop.create_task(self._submitted(i, request, done, replicas, sem))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_submitted(self) -> None:
+        # Queued on the loop after every `submit` so far: their tasks exist by now.
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _submitted(
+        self,
+        i: int,
+        request: ChatRequest,
+        done: Callable[[int, Generation], None],
+        replicas: ReplicaSet[Endpoint],
+        sem: asyncio.Semaphore,
+    ) -> None:
+        async with sem:
+            result = await self._one(request, replicas)
+        done(i, result)
+
     def replica_summary(self) -> list[str]:
         """Replicas set aside during the run, one line each (empty with one server)."""
         replicas = self._replicas
@@ -382,6 +440,10 @@ class OpenAICompatBackend:
             loop, self._loop = self._loop, None
         if loop is None:
             return
+        try:  # submitted requests still running (a run stopped early) are cancelled
+            loop.run(self._cancel_submitted(), timeout=10)
+        except Exception:
+            pass
         replicas, self._replicas, self._sem = self._replicas, None, None
         transport, self._transport = self._transport, None
         loop.transport = None
@@ -610,6 +672,7 @@ class OpenAICompatBackend:
             retry_after: float | None = None
             failover = False
             replica.in_flight += 1
+            self._meter.enter()
             try:
                 response = await transport.request("POST", replica.pool, "/chat/completions", body)
             except RequestTimeout:
@@ -652,6 +715,7 @@ class OpenAICompatBackend:
                     retry_after = parse_retry_after(response.headers)
             finally:
                 replica.in_flight -= 1
+                self._meter.leave()
             if retry >= max_retries:
                 break
             previous = replica

@@ -6,6 +6,12 @@ openai backend keeps them in flight concurrently). Completed turns go to the res
 so an interrupted run resumes where it stopped. After the last round, the intent questions of all
 dialogues go out as one batch, then every reply is judged.
 
+That is `Engine.run`, the lock-step path, which batching backends (hf:) need. Backends that take
+requests one by one (`StreamingBackend`, openai:) are driven by `engine.schedule.Pipeline`
+instead, which sends each dialogue's next turn as soon as its reply is in. Both go through the
+same steps here (`start`, `turn_request`, `record_turn`, `question_requests`, `record_answers`,
+`finish`), so a dialogue's result does not depend on the schedule.
+
 No pytest here: the plugin asks the engine for results; tests drive it as plain Python.
 """
 
@@ -132,6 +138,20 @@ class Engine:
 
     # -- generation with the cache in front --------------------------------------------------
 
+    def cache_keys(self, requests: Sequence[ChatRequest]) -> list[str]:
+        """The response cache's key of each request (needs a cache)."""
+        key_fn = _cache_key_fn()
+        settings = self.settings.as_dict()
+        return [
+            key_fn(
+                namespace="response",
+                fingerprint=self.fingerprint,
+                settings=settings,
+                messages=r.messages,
+            )
+            for r in requests
+        ]
+
     def _generate(
         self,
         requests: Sequence[ChatRequest],
@@ -144,17 +164,7 @@ class Engine:
         keys: list[str] = []
         cached: dict[str, str] = {}
         if self.cache is not None:
-            key_fn = _cache_key_fn()
-            settings = self.settings.as_dict()
-            keys = [
-                key_fn(
-                    namespace="response",
-                    fingerprint=self.fingerprint,
-                    settings=settings,
-                    messages=r.messages,
-                )
-                for r in requests
-            ]
+            keys = self.cache_keys(requests)
             cached = self.cache.get_many(keys)
         out: list[tuple[str | BackendError, bool]] = [("", True)] * len(requests)
         # Identical conversations (the shared turns of twins) are sent once per batch.
@@ -205,84 +215,117 @@ class Engine:
     # -- the dialogue loop -------------------------------------------------------------------
 
     def run(self, dialogues: Iterable[Dialogue]) -> dict[str, DialogueResult]:
-        placement = self.settings.image_placement
-        settings = self.settings
-        states = [_State(d, d.image_turns(placement)) for d in dialogues]
+        """The lock-step schedule: every unfinished dialogue's next live turn in one batch per
+        round, then all intent questions in one batch, then judging."""
+        states = [self.start(d) for d in dialogues]
         active = [s for s in states if s.advance_to_live_turn()]
         while active:
             histories = [tuple(s.messages) for s in active]
-            requests = [
-                ChatRequest(h, settings, RequestMeta(s.dialogue.id, s.user_turn, "turn"))
-                for s, h in zip(active, histories, strict=True)
-            ]
+            requests = [self.turn_request(s, h) for s, h in zip(active, histories, strict=True)]
             signatures = None if self.cache is not None else [tuple(s.signature) for s in active]
             started = time.perf_counter()
             results = self._generate(requests, signatures)
             elapsed = time.perf_counter() - started
             share = elapsed / max(1, len(results))
-            shown = round(share, 4)
             still: list[_State] = []
-            fresh_turns = 0
             for s, history, (res, from_cache) in zip(active, histories, results, strict=True):
-                if isinstance(res, BackendError):
-                    s.error = f"user turn {s.user_turn}: {res}"
-                    continue
-                s.contexts.append(history)
-                if from_cache:
-                    s.raw.append((s.user_turn, res, True, 0.0))
-                    s.cache_hits += 1
-                else:
-                    s.raw.append((s.user_turn, res, False, shown))
-                    s.latency_s += share
-                    fresh_turns += 1
-                s.messages.append(Message("assistant", res))
-                s.signature.append(("assistant", res, None))
-                if s.advance_to_live_turn():
+                if self.record_turn(s, history, res, from_cache, share):
                     still.append(s)
-            self.generated_turns += fresh_turns
             if self.progress is not None:
                 self.progress.advance(turns=len(active))
             active = still
         questions = self._ask_questions(states)
-        self._judge(states)
-        results_by_id: dict[str, DialogueResult] = {}
-        for s in states:
-            results_by_id[s.dialogue.id] = self._result(s, questions.get(s.dialogue.id, ()))
-        if self.progress is not None:
-            self.progress.advance(dialogues=len(states), turns=0)
-        return results_by_id
+        return self.finish(states, [questions.get(id(s), ()) for s in states])
 
-    def _ask_questions(self, states: Sequence[_State]) -> dict[str, tuple[QuestionResult, ...]]:
-        owners: list[tuple[_State, int]] = []
-        requests: list[ChatRequest] = []
-        for s in states:
-            d = s.dialogue
-            if s.error is not None or not d.questions:
-                continue
-            transcript = transcript_text(s.messages)
-            for qi, q in enumerate(d.questions):
-                prompt = question_prompt(transcript, q)
-                requests.append(
-                    ChatRequest(
-                        (Message("user", prompt, d.image),),
-                        self.settings,
-                        RequestMeta(d.id, s.user_turn, "question", q.answer, q.kind),
-                    )
-                )
-                owners.append((s, qi))
-        answers: dict[str, list[QuestionResult]] = {}
-        if not requests:
-            return {}
-        for (s, qi), (res, from_cache) in zip(owners, self._generate(requests), strict=True):
+    # -- the steps of one dialogue, shared by both schedules ---------------------------------
+
+    def start(self, dialogue: Dialogue) -> _State:
+        """A dialogue about to run; `advance_to_live_turn` moves it to its first live turn."""
+        return _State(dialogue, dialogue.image_turns(self.settings.image_placement))
+
+    def turn_request(self, s: _State, history: tuple[Message, ...]) -> ChatRequest:
+        return ChatRequest(history, self.settings, RequestMeta(s.dialogue.id, s.user_turn, "turn"))
+
+    def record_turn(
+        self,
+        s: _State,
+        history: tuple[Message, ...],
+        res: str | BackendError,
+        from_cache: bool,
+        latency: float,
+    ) -> bool:
+        """Takes the reply to the live turn asked with `history`; True when another live turn
+        follows (the state is then at it). A failed turn ends the dialogue as an error."""
+        if isinstance(res, BackendError):
+            s.error = f"user turn {s.user_turn}: {res}"
+            return False
+        s.contexts.append(history)
+        if from_cache:
+            s.raw.append((s.user_turn, res, True, 0.0))
+            s.cache_hits += 1
+        else:
+            s.raw.append((s.user_turn, res, False, round(latency, 4)))
+            s.latency_s += latency
+            self.generated_turns += 1
+        s.messages.append(Message("assistant", res))
+        s.signature.append(("assistant", res, None))
+        return s.advance_to_live_turn()
+
+    def question_requests(self, s: _State) -> list[ChatRequest]:
+        """The dialogue's intent questions (none after a failed turn), one request each."""
+        d = s.dialogue
+        if s.error is not None or not d.questions:
+            return []
+        transcript = transcript_text(s.messages)
+        return [
+            ChatRequest(
+                (Message("user", question_prompt(transcript, q), d.image),),
+                self.settings,
+                RequestMeta(d.id, s.user_turn, "question", q.answer, q.kind),
+            )
+            for q in d.questions
+        ]
+
+    def record_answers(
+        self, s: _State, results: Sequence[tuple[str | BackendError, bool]]
+    ) -> tuple[QuestionResult, ...]:
+        """The parsed answers, one per question in order; the first failed question (in
+        question order, whatever order the answers came in) makes the dialogue an error."""
+        answers: list[QuestionResult] = []
+        for qi, (res, from_cache) in enumerate(results):
             q = s.dialogue.questions[qi]
             if isinstance(res, BackendError):
                 s.error = s.error or f"intent question {qi + 1}: {res}"
                 continue
             s.cache_hits += int(from_cache)
-            answers.setdefault(s.dialogue.id, []).append(
-                QuestionResult(q.kind, q.answer, self._parse_answer(q, res), res, q.tag)
-            )
-        return {k: tuple(v) for k, v in answers.items()}
+            answers.append(QuestionResult(q.kind, q.answer, self._parse_answer(q, res), res, q.tag))
+        return tuple(answers)
+
+    def finish(
+        self, states: Sequence[_State], questions: Sequence[tuple[QuestionResult, ...]]
+    ) -> dict[str, DialogueResult]:
+        """Judges the dialogues' replies (one judge batch) and returns their results by id."""
+        self._judge(states)
+        results_by_id: dict[str, DialogueResult] = {}
+        for s, answered in zip(states, questions, strict=True):
+            results_by_id[s.dialogue.id] = self._result(s, answered)
+        if self.progress is not None:
+            self.progress.advance(dialogues=len(states), turns=0)
+        return results_by_id
+
+    def _ask_questions(self, states: Sequence[_State]) -> dict[int, tuple[QuestionResult, ...]]:
+        """Every dialogue's intent questions in one batch; answers by `id(state)`."""
+        owners: list[tuple[_State, int, int]] = []  # (state, first request, question count)
+        requests: list[ChatRequest] = []
+        for s in states:
+            mine = self.question_requests(s)
+            if mine:
+                owners.append((s, len(requests), len(mine)))
+                requests.extend(mine)
+        if not requests:
+            return {}
+        results = self._generate(requests)
+        return {id(s): self.record_answers(s, results[first : first + n]) for s, first, n in owners}
 
     def _parse_answer(self, question: Question, text: str) -> str | None:
         """`parse_answer`, remembered: it reads only the kind, the options and the text."""

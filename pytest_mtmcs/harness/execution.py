@@ -3,9 +3,11 @@
 Registered in a single-process run and in every xdist worker, never on an xdist controller. Each
 process generates ahead (`--mtmcs-lookahead`) for the dialogue items it will run, in the order it
 will run them (its share under xdist: `harness/xdist.py`), so that a fast backend sees batches and
-a server sees many requests in flight. Results are plain `DialogueResult`s; the process that ran a
-dialogue decides its flip against the primary baseline (`baseline/comparable.py`) and attaches
-both to the test report (`harness/reporting.py`), the only thing that crosses to a controller.
+a server sees many requests in flight; `engine.schedule.ShareRunner` decides the schedule
+(lock-step rounds, or a pipeline for backends that take requests one by one) and how far ahead.
+Results are plain `DialogueResult`s; the process that ran a dialogue decides its flip against the
+primary baseline (`baseline/comparable.py`) and attaches both to the test report
+(`harness/reporting.py`), the only thing that crosses to a controller.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ class DialogueRunner:
         # Dialogue tests selected to run, per suite (after -k/-m deselection and sharding).
         self.selected: dict[str, int] = {}
         self._share: list[DialogueItem] | None = None
-        self._share_pos: dict[str, int] = {}
         self._engines: dict[GenerationSettings, Any] = {}
+        self._runner: Any = None  # engine.schedule.ShareRunner, made at the first dialogue
         self._buckets: dict[str, Any] = {}
         self._progress: Any = None
         self._gc_thresholds: tuple[int, ...] | None = None  # restored when the session ends
@@ -146,7 +148,6 @@ class DialogueRunner:
                 )
                 items = [items[i] for i in mine]
             self._share = [it for it in items if isinstance(it, DialogueItem)]
-            self._share_pos = {it.nodeid: i for i, it in enumerate(self._share)}
         return self._share
 
     def _make_progress(self) -> Any:
@@ -200,28 +201,33 @@ class DialogueRunner:
         return engine
 
     def run_item(self, item: DialogueItem) -> DialogueResult:
-        """The item's result, generating ahead for the dialogues after it."""
+        """The item's result, generating ahead for the dialogues after it (in the schedule and
+        as far ahead as `engine.schedule.ShareRunner` decides)."""
         if item.nodeid not in self.done:
-            share = self._share_items()
-            start = self._share_pos.get(item.nodeid)
-            chunk: list[DialogueItem] = [item]
-            if start is not None:
-                chunk = [
-                    it
-                    for it in share[start : start + self.settings.lookahead]
-                    if it.nodeid not in self.done
-                ]
-            by_settings: dict[GenerationSettings, list[DialogueItem]] = {}
-            for it in chunk:
-                suite = self.suites.load(it.spec)
-                by_settings.setdefault(self.suites.generation_settings(suite), []).append(it)
-            for settings, group in by_settings.items():
+
+            def engine_for(settings: GenerationSettings) -> Any:
                 with building(self.config, item):
-                    engine = self.engine_for(settings)
-                out = engine.run([it.stash[DIALOGUE_KEY] for it in group])
-                for it in group:
-                    self.done[it.nodeid] = out[it.stash[DIALOGUE_KEY].id]
+                    return self.engine_for(settings)
+
+            runner = self._runner
+            if runner is None:
+                from pytest_mtmcs.engine.schedule import ShareRunner
+
+                wi = getattr(self.config, "workerinput", None) or {}
+                runner = self._runner = ShareRunner(
+                    [self._share_item(it) for it in self._share_items()],
+                    lookahead=self.settings.lookahead,
+                    schedule=self.settings.schedule,
+                    # An xdist worker knows its share only under our partition scheduler.
+                    exact=not self.settings.is_worker or bool(wi.get("mtmcs_partition")),
+                )
+            self.done.update(runner.run_through(self._share_item(item), engine_for))
         return self.done[item.nodeid]
+
+    def _share_item(self, item: DialogueItem) -> tuple[str, Any, GenerationSettings]:
+        """(node id, dialogue, generation settings): what the engine's schedule is given."""
+        settings = self.suites.generation_settings(self.suites.load(item.spec))
+        return item.nodeid, item.stash[DIALOGUE_KEY], settings
 
     # -- comparing -----------------------------------------------------------------------
 
@@ -287,6 +293,11 @@ class DialogueRunner:
             # A cascade's replies judged / escalated / failed there (summed over processes).
             info["judge_counts"] = dict(getattr(r.judge, "counts", None) or {})
             info["model_calls"] = sum(e.model_calls for e in engines)
+            # How busy the backend kept its servers (backends/inflight.py; openai: measures it).
+            in_flight = getattr(r.backend, "in_flight", None)
+            measured = in_flight() if callable(in_flight) else None
+            if measured:
+                info["in_flight"] = measured
             # Replicas of an openai: backend that were set aside (for the summary).
             replicas = getattr(r.backend, "replica_summary", None)
             if callable(replicas) and replicas():

@@ -154,7 +154,8 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-concurrency",
-        f"requests in flight for openai: models (default: {defaults.CONCURRENCY})",
+        "requests in flight for openai: models, for the whole run: with xdist each worker keeps "
+        f"its share, N // workers (default: {defaults.CONCURRENCY})",
         kind="int",
         default=defaults.CONCURRENCY,
         metavar="N",
@@ -209,10 +210,23 @@ OPTIONS: tuple[Opt, ...] = (
     ),
     Opt(
         "--mtmcs-lookahead",
-        f"dialogues each process generates ahead of the test being run (default: {defaults.LOOKAHEAD})",
-        kind="int",
+        "dialogues each process may generate ahead of the test being run; auto: for openai: "
+        "models C + 8 x L x C / R (C this process's concurrency, L the most round trips one "
+        "dialogue takes in sequence, R the mean requests per dialogue: the servers stay busy "
+        f"while pytest waits for a slow dialogue), else {defaults.ROUNDS_LOOKAHEAD} "
+        f"(default: {defaults.LOOKAHEAD})",
         default=defaults.LOOKAHEAD,
-        metavar="N",
+        metavar="N|auto",
+    ),
+    Opt(
+        "--mtmcs-schedule",
+        "how dialogues advance: auto (a dialogue's next turn is sent as soon as its reply is "
+        "in, keeping --mtmcs-concurrency requests in flight, for backends that take requests "
+        "one by one such as openai:; lock-step rounds for batching backends such as hf:) or "
+        "rounds (lock-step rounds for every backend, each round waiting for its slowest reply) "
+        f"(default: {defaults.SCHEDULE})",
+        default=defaults.SCHEDULE,
+        choices=("auto", "rounds"),
     ),
     Opt(
         "--mtmcs-gate",
@@ -392,6 +406,20 @@ def batch_size(config: pytest.Config) -> int | None:
         ) from None
     if n < 1:
         raise ConfigError(f"--mtmcs-batch-size={v!r}: expected a positive integer or auto")
+    return n
+
+
+def lookahead(config: pytest.Config) -> int | None:
+    """--mtmcs-lookahead as a number, or None for auto (`engine.schedule` decides)."""
+    v = value(config, "--mtmcs-lookahead")
+    if v in (None, "auto"):
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise ConfigError(f"--mtmcs-lookahead={v!r}: expected a positive integer or auto") from None
+    if n < 1:
+        raise ConfigError(f"--mtmcs-lookahead={v!r}: expected a positive integer or auto")
     return n
 
 

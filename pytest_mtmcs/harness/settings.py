@@ -49,6 +49,7 @@ class Settings:
     max_new_tokens: int | None
     max_pixels: int | None
     batch_size: int | None
+    # This process's share of --mtmcs-concurrency (the run's total: xdist workers split it).
     concurrency: int
     base_url: str | None
     judge_base_url: str | None
@@ -60,7 +61,8 @@ class Settings:
     trust_remote_code: bool
     cache_path: str | None
     no_cache: bool
-    lookahead: int
+    lookahead: int | None  # None: auto (`engine.schedule`)
+    schedule: str
     gate: str
     max_drop: float
     alpha: float
@@ -100,6 +102,7 @@ class Settings:
         from pytest_mtmcs.analysis.thresholds import parse_threshold
         from pytest_mtmcs.backends import REGISTRY as BACKENDS
         from pytest_mtmcs.baseline.store import baseline_path
+        from pytest_mtmcs.engine.schedule import process_concurrency
         from pytest_mtmcs.judges import REGISTRY as JUDGES
         from pytest_mtmcs.outcome.shards import parse_shard
 
@@ -134,7 +137,7 @@ class Settings:
         threshold_origin = origin("--mtmcs-threshold")
         for spec in thresholds:
             parse_threshold(spec, threshold_origin)
-        for flag in ("--mtmcs-max-new-tokens", "--mtmcs-concurrency", "--mtmcs-lookahead"):
+        for flag in ("--mtmcs-max-new-tokens", "--mtmcs-concurrency"):
             n = value(flag)
             if n is not None and int(n) < 1:
                 raise ConfigError(f"{origin(flag)}={n}: expected a positive integer")
@@ -178,7 +181,7 @@ class Settings:
             max_new_tokens=value("--mtmcs-max-new-tokens"),
             max_pixels=value("--mtmcs-max-pixels"),
             batch_size=opts.batch_size(config),
-            concurrency=int(value("--mtmcs-concurrency")),
+            concurrency=process_concurrency(int(value("--mtmcs-concurrency")), *_worker_slot(wi)),
             base_url=value("--mtmcs-base-url"),
             judge_base_url=value("--mtmcs-judge-base-url"),
             guard_base_url=value("--mtmcs-guard-base-url"),
@@ -189,7 +192,8 @@ class Settings:
             trust_remote_code=bool(value("--mtmcs-trust-remote-code")),
             cache_path=expand_path(str(cache)) if cache else None,
             no_cache=bool(value("--mtmcs-no-cache")),
-            lookahead=max(1, int(value("--mtmcs-lookahead"))),
+            lookahead=opts.lookahead(config),
+            schedule=str(value("--mtmcs-schedule")),
             gate=str(value("--mtmcs-gate")),
             max_drop=float(value("--mtmcs-max-drop")),
             alpha=float(value("--mtmcs-alpha")),
@@ -339,6 +343,14 @@ class Settings:
 
     def with_partial(self, partial: bool) -> Settings:
         return replace(self, partial=partial)
+
+
+def _worker_slot(wi: Any) -> tuple[int | None, int | None]:
+    """(this xdist worker's index, the number of workers), or (None, None) outside xdist."""
+    if not wi or "workerid" not in wi:
+        return None, None
+    count = int(wi["workercount"]) if "workercount" in wi else None
+    return int(str(wi["workerid"]).removeprefix("gw")), count
 
 
 def _sends_to_model_judge(spec: str) -> bool:

@@ -82,6 +82,13 @@ def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
 
     if out.info:
         out.info["judge_counts"] = summary_counts(infos)
+        # Requests in flight, measured by each process's backend: one figure for the run.
+        from pytest_mtmcs.backends.inflight import combine
+
+        in_flight = combine(i.get("in_flight") for i in infos)
+        out.info.pop("in_flight", None)
+        if in_flight:
+            out.info["in_flight"] = in_flight
         if replicas:
             out.info["replicas"] = list(dict.fromkeys(replicas))
     return out

@@ -225,6 +225,12 @@ def run_json(data: ReportData) -> dict[str, Any]:
     from pytest_mtmcs.outcome.model import run_header
 
     info = data.info
+    extra: dict[str, Any] = {}
+    if info.get("in_flight"):
+        # Measured, not part of the run's identity: a merge of shards has none (they ran apart).
+        extra["in_flight"] = {
+            k: v for k, v in info["in_flight"].items() if k not in ("start", "end")
+        }
     return {
         "schema": REPORT_SCHEMA,
         "model": info.get("model"),
@@ -239,6 +245,7 @@ def run_json(data: ReportData) -> dict[str, Any]:
             }
             for s in data.suites
         },
+        **extra,
     }
 
 

@@ -292,6 +292,10 @@ def format_outcome(
     from pytest_mtmcs.judges.datasheet import summary_line
 
     lines.append(summary_line(info))
+    if info.get("in_flight"):  # measured by the backend (openai:): how busy the servers were
+        from pytest_mtmcs.backends.inflight import describe
+
+        lines.append(describe(info["in_flight"]))
     if shard is not None:
         lines.append(shard_note(shard))
     for s in suites:

@@ -28,6 +28,10 @@ server die when its N-th chat request arrives (that request and every open conne
 dropped unanswered, the port is closed; `killed` is set), and `start()` brings it back on the same
 port. `answered_bodies` lists the bodies answered with a 200, to count generations.
 
+Latency: `latency_s` for every answer, or with `latency_sigma` a heavy tail: lognormal with median
+`latency_s` (sigma 0.99: p99 = 10x the median), seeded by `latency_seed`; `latency_waited` sums
+what was drawn (benchmarks divide it by `latency_draws` for the mean).
+
 What it answers (`mode`, see `stub_judges` for the rules): `model` (the default) answers as the
 model under test, with the fixed `DEFAULT_ANSWER`, a `respond(body) -> str` callable, or
 `replies="varied"` (a reply chosen by a hash of the last user message); `rubric`, `safe-unsafe`
@@ -52,6 +56,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import signal
 import socket
@@ -157,6 +162,8 @@ class StubServer:
         log: str | None = None,
         mode: str = "model",
         replies: str | None = None,
+        latency_sigma: float = 0.0,
+        latency_seed: int = 0,
     ) -> None:
         """`model`: when set, the model name(s) served (others get 404, as vLLM does); when
         None, any model name is accepted and `GET /v1/models` lists `stub-model`.
@@ -193,6 +200,10 @@ class StubServer:
         elif mode not in ("model", "auto"):
             self.revision = f"mtmcs-stub-{mode}"
         self.latency_s = latency_s
+        self.latency_sigma = latency_sigma
+        self._latency_rng = random.Random(latency_seed)
+        self.latency_waited = 0.0
+        self.latency_draws = 0
         self.retry_after = retry_after
         self.slow_s = slow_s
         self.spike_s = spike_s
@@ -424,6 +435,16 @@ class StubServer:
             return None
         return header == f"Bearer {self._api_key}"
 
+    def _latency(self) -> float:
+        """This answer's delay: `latency_s`, or a lognormal draw around it (`latency_sigma`)."""
+        if not self.latency_sigma:
+            return self.latency_s
+        with self._lock:
+            delay = self.latency_s * math.exp(self.latency_sigma * self._latency_rng.gauss(0, 1))
+            self.latency_waited += delay
+            self.latency_draws += 1
+        return delay
+
     def _sleep(self, seconds: float) -> bool:
         """Sleeps `seconds` or until the stub stops; True if it stops."""
         return seconds > 0 and self._stopping.wait(seconds)
@@ -549,7 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, body: dict[str, Any], fault: str | None, authorized: bool | None
     ) -> int | str:
         stub = self.stub
-        stub._sleep(stub.latency_s)
+        stub._sleep(stub._latency())
         if authorized is False:
             return self._send_unauthorized()
         if fault == "drop":
@@ -776,6 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
     parser.add_argument(
+        "--latency-sigma",
+        type=float,
+        default=0.0,
+        help="lognormal delays with median --latency-ms and this sigma (0.99: p99 = 10x median)",
+    )
+    parser.add_argument(
         "--fault-rate", type=float, default=0.0, help="share of requests given a fault"
     )
     parser.add_argument(
@@ -783,7 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="429,503",
         help=f"comma-separated kinds for --fault-rate, from: {', '.join(FAULT_KINDS)}",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault and latency draws")
     parser.add_argument(
         "--log",
         default=None,
@@ -816,6 +843,8 @@ def server_from_args(args: argparse.Namespace, *, port: int | None = None) -> St
     server = StubServer(
         respond,
         latency_s=args.latency_ms / 1000.0,
+        latency_sigma=args.latency_sigma,
+        latency_seed=args.seed,
         faults=faults,
         model=args.model,
         api_key=args.api_key,
