@@ -586,6 +586,30 @@ def update_results(path: Path, blocks: dict[str, str]) -> None:
         raise
 
 
+def _placeholders(argv: list[str]) -> list[str]:
+    """The command line as RESULTS.md records it: folders of this machine (the work folder, the
+    other checkouts timed) as DIR, DIR2, ..., so that no machine path is written there."""
+    out: list[str] = []
+    folders = 0
+    take_dir = False
+    for a in argv:
+        if take_dir:
+            folders += 1
+            out.append("DIR" if folders == 1 else f"DIR{folders}")
+            take_dir = False
+            continue
+        if a == "--workdir":
+            take_dir = True
+        elif a.startswith("--workdir="):
+            folders += 1
+            a = "--workdir=" + ("DIR" if folders == 1 else f"DIR{folders}")
+        elif "=" in a and Path(a.rpartition("=")[2]).is_dir():  # LABEL=DIR, --variant=LABEL=DIR
+            folders += 1
+            a = a.rpartition("=")[0] + "=" + f"DIR{folders}"
+        out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
@@ -634,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {v!r}: expected LABEL=DIR with DIR a checkout of the plugin")
         variants.append((label, Path(folder).resolve()))
     command = "python benchmarks/bench_plugin.py" + "".join(
-        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
+        f" {shlex.quote(a)}" for a in _placeholders(argv if argv is not None else sys.argv[1:])
     )
     with tempfile.TemporaryDirectory(prefix="mtmcs-bench-") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
