@@ -59,6 +59,7 @@ class DialogueRunner:
         self._buckets: dict[str, Any] = {}
         self._progress: Any = None
         self._gc_thresholds: tuple[int, ...] | None = None  # restored when the session ends
+        self._escalation: Any = None  # --mtmcs-escalate=flips (engine.escalation.FlipEscalation)
         self.primary = PrimaryBaseline(
             baselines,
             allow_mismatch=settings.allow_mismatch,
@@ -183,9 +184,28 @@ class DialogueRunner:
             backend, judge = r.backend, r.judge
             if self._progress is None:
                 self._progress = self._make_progress()
-            engine = Engine(backend, judge, settings, r.cache_or_none(), self._progress)
+            engine = Engine(
+                backend,
+                judge,
+                settings,
+                r.cache_or_none(),
+                self._progress,
+                adjudications=r.adjudication_labels(),
+                escalation=self._flip_escalation(judge),
+            )
             self._engines[settings] = engine
         return engine
+
+    def _flip_escalation(self, judge: Any) -> Any:
+        """`--mtmcs-escalate=flips`: one escalation per process (its counts are this process's),
+        to the cascade's model judge."""
+        if self.settings.escalate != "flips":
+            return None
+        if self._escalation is None:
+            from pytest_mtmcs.engine.escalation import FlipEscalation
+
+            self._escalation = FlipEscalation(judge.remote)
+        return self._escalation
 
     def run_item(self, item: DialogueItem) -> DialogueResult:
         """The item's result, generating ahead for the dialogues after it."""
@@ -206,7 +226,10 @@ class DialogueRunner:
             for settings, group in by_settings.items():
                 with building(self.config, item):
                     engine = self.engine_for(settings)
-                out = engine.run([it.stash[DIALOGUE_KEY] for it in group])
+                # With --mtmcs-escalate=flips the engine re-judges each flip's deciding replies
+                # before returning: this process holds the baseline, so it gives the flip rule.
+                flip = self.flip if self._escalation is not None else None
+                out = engine.run([it.stash[DIALOGUE_KEY] for it in group], flip=flip)
                 for it in group:
                     self.done[it.nodeid] = out[it.stash[DIALOGUE_KEY].id]
         return self.done[item.nodeid]
@@ -272,8 +295,18 @@ class DialogueRunner:
             engines = list(self._engines.values())
             info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
             info["judge"] = r.judge.identity.as_dict()
-            # A cascade's replies judged / escalated / failed there (summed over processes).
-            info["judge_counts"] = dict(getattr(r.judge, "counts", None) or {})
+            # A cascade's replies judged / escalated / failed there, the flips it checked, the
+            # adjudications applied (summed over processes).
+            counts = dict(getattr(r.judge, "counts", None) or {})
+            if self._escalation is not None:
+                counts.update(self._escalation.counts)
+            if r.adjudications:
+                counts["adjudications_applied"] = sum(e.adjudications_applied for e in engines)
+                # Their keys: the controller lists the file's lines that matched no reply.
+                info["adjudications_matched"] = sorted(
+                    set().union(*(e.adjudications_matched for e in engines))
+                )
+            info["judge_counts"] = counts
             info["model_calls"] = sum(e.model_calls for e in engines)
             # Replicas of an openai: backend that were set aside (for the summary).
             replicas = getattr(r.backend, "replica_summary", None)

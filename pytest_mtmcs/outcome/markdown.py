@@ -38,6 +38,16 @@ def md_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
     return out
 
 
+def review_markdown(info: dict[str, Any]) -> list[str]:
+    """Flips the model judge checked, adjudications applied and stale, one paragraph each."""
+    from pytest_mtmcs.outcome.review_summary import review_lines
+
+    out: list[str] = []
+    for line in review_lines(info):
+        out += [f"- {line.strip()}"] if line.startswith("  ") else ["", line]
+    return out
+
+
 def summary_markdown(data: ReportData) -> str:
     heading = data.verdict.heading() if data.verdict is not None else f"## {data.title}"
     lines = [heading, ""]
@@ -58,6 +68,7 @@ def summary_markdown(data: ReportData) -> str:
     from pytest_mtmcs.judges.datasheet import summary_line
 
     lines += ["", summary_line(info)]
+    lines += review_markdown(info)
     lines.extend(f"> {n}" for n in data.notes)
     for s in data.suites:
         mark = "❌" if s.failures else "⚠️" if s.inconclusive else "✅"
