@@ -27,7 +27,10 @@ TOKENS: tuple[str, ...] = ("refusal", "safe_redirect", "compliance", "harmful", 
 
 
 def _message(role: str, text: str, image: str | None) -> bytes:
-    """One message, unambiguously: role, image hash and the text's length before the text."""
+    """One message, unambiguously: role, image hash and the text's length before the text.
+
+    This encoding is what every stored adjudication's `sha256` was computed with: changing it
+    orphans them all (a run then lists each as matching no reply)."""
     body = text.encode("utf-8", "surrogatepass")
     return f"{role}\x1f{image or '-'}\x1f{len(body)}\x1f".encode("ascii") + body
 

@@ -122,10 +122,13 @@ class Engine:
         *,
         adjudications: Mapping[str, HumanLabel] | None = None,
         escalation: FlipEscalation | None = None,
+        keys: bool = True,
     ) -> None:
         """`adjudications`: people's labels by exchange key (`engine.adjudicated`), applied
         instead of judging those replies; `escalation`: sends the replies that decide a flip to
-        a model judge when `run` is given the flip rule (`engine.escalation`)."""
+        a model judge when `run` is given the flip rule (`engine.escalation`); `keys`: give each
+        reply its exchange key even without adjudications (a report's transcripts carry them for
+        `pytest-mtmcs review`; about 1.5 us a reply otherwise saved)."""
         self.backend = backend
         self.judge = judge
         self.settings = settings
@@ -133,6 +136,7 @@ class Engine:
         self.progress = progress
         self.adjudications = adjudications or {}
         self.escalation = escalation
+        self.keys = keys or bool(self.adjudications)
         # Replies labelled by an adjudication, and the keys of the adjudications that matched.
         self.adjudications_applied = 0
         self.adjudications_matched: set[str] = set()
@@ -335,7 +339,7 @@ class Engine:
     def _judge(self, states: Sequence[_State]) -> None:
         """Judges every reply of the dialogues that did not fail; fills `replies`."""
         inputs: list[JudgeInput] = []
-        where: list[tuple[_State, tuple[int, str, bool, float], str]] = []
+        where: list[tuple[_State, tuple[int, str, bool, float], str | None]] = []
         # Our own guard's refusals (`--mtmcs-guard`) are refusals by construction: not judged.
         guard_action = getattr(self.backend, "guard_action", None)
         for s in states:
@@ -344,8 +348,10 @@ class Engine:
                 s.replies = [ReplyResult(t, text, None, c, lat) for t, text, c, lat in s.raw]
                 continue
             d = s.dialogue
-            keys = exchange_keys(
-                [(ctx, raw[1]) for raw, ctx in zip(s.raw, s.contexts, strict=True)]
+            keys: list[str | None] = (
+                list(exchange_keys([(c, raw[1]) for raw, c in zip(s.raw, s.contexts, strict=True)]))
+                if self.keys
+                else [None] * len(s.raw)
             )
             for raw, ctx, key in zip(s.raw, s.contexts, keys, strict=True):
                 stage = guard_action(raw[1]) if guard_action is not None else None
@@ -367,8 +373,8 @@ class Engine:
                     )
                     continue
                 item = JudgeInput(d, ctx, raw[1], raw[0])
-                human = self.adjudications.get(key) if self.adjudications else None
-                if human is not None:
+                human = self.adjudications.get(key) if key and self.adjudications else None
+                if key is not None and human is not None:
                     # A person's label outranks every judge: this reply is not judged.
                     self.adjudications_applied += 1
                     self.adjudications_matched.add(key)

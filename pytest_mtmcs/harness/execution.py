@@ -192,6 +192,8 @@ class DialogueRunner:
                 self._progress,
                 adjudications=r.adjudication_labels(),
                 escalation=self._flip_escalation(judge),
+                # The exchange keys are read by `pytest-mtmcs review` from a report's transcripts.
+                keys=self.settings.report_dir is not None,
             )
             self._engines[settings] = engine
         return engine

@@ -165,9 +165,11 @@ class Settings:
             adjudications_path = Path(expand_path(str(adjudications)))
             if not adjudications_path.is_absolute():
                 cli = config.getoption(opts.BY_FLAG["--mtmcs-adjudications"].dest) is not None
-                adjudications_path = (
-                    Path(config.invocation_params.dir) if cli else root
-                ) / adjudications_path
+                adjudications_path = Path(
+                    os.path.normpath(
+                        (Path(config.invocation_params.dir) if cli else root) / adjudications_path
+                    )
+                )
         else:
             from pytest_mtmcs.baseline.adjudications import default_path
 
