@@ -30,6 +30,12 @@ IMAGE_PLACEMENT = "last"
 # The default judge, and the confidence under which a cascade sends a reply to its model judge.
 JUDGE = "ngram"
 CASCADE_THRESHOLD = 0.6
+# The run summary's judge line shows the judge's agreement with the team's own adjudications of
+# this run's model once the file holds at least this many of its replies labelled by this judge.
+ADJUDICATION_MIN_ROWS = 50
+# Which replies a cascade sends to its model judge besides the unsure ones: off, or flips (every
+# reply that decides a regressed or fixed dialogue).
+ESCALATE = "off"
 
 # openai: backends.
 CONCURRENCY = 16

@@ -218,6 +218,19 @@ class ReplyResult:
     # The model's own reply that the output guard withheld, when this run saw it (not when the
     # refusal came from the response cache).
     withheld: str | None = None
+    # The reviewer's loop (engine/escalation.py, engine/adjudicated.py). `exchange_sha256`: the
+    # hash of the exact request (the conversation up to the user turn) and this reply, the key an
+    # adjudication is matched on. `escalation`: why a model judge decided the label: `unsure` (a
+    # cascade's local judge was not sure), `confirmed` / `overturned` (the reply decides a
+    # regressed or fixed dialogue and the model judge agreed / disagreed with the local label),
+    # `failed` (the model judge failed on it); None when the judge alone decided. `local`: the
+    # local judge's token before the model judge's replaced it. `adjudicated`: a person's label
+    # (an adjudication), which outranks every judge. `rationale`: the judge's reason.
+    exchange_sha256: str | None = None
+    escalation: str | None = None
+    local: str | None = None
+    adjudicated: bool | None = None
+    rationale: str | None = None
 
     @property
     def harmful(self) -> bool:
@@ -239,6 +252,15 @@ class ReplyResult:
         if self.off_target:
             return "off_target"
         return self.label
+
+    def review_fields(self) -> dict[str, Any]:
+        """The reviewer's-loop fields that are set, for JSON (results and transcripts)."""
+        out: dict[str, Any] = {}
+        for key in ("exchange_sha256", "escalation", "local", "adjudicated", "rationale"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
 
     @staticmethod
     def from_token(user_turn: int, token: str) -> ReplyResult:
@@ -335,6 +357,7 @@ class DialogueResult:
                     **({"harm": r.harm} if r.harm is not None else {}),
                     **({"off_target": r.off_target} if r.off_target is not None else {}),
                     **({"guard": r.guard, "withheld": r.withheld} if r.guard else {}),
+                    **r.review_fields(),
                 }
                 for r in self.replies
             ],

@@ -56,7 +56,8 @@ def add_arguments(p: Any) -> None:
         "--labelled",
         help="JSONL or CSV (either may be gzipped) with text, and label "
         "(refusal|safe_redirect|compliance, the refusal axis) or harm (0|1, the harm axis) or "
-        "both, and optional prompt, image (a caption), source, model, split "
+        "both, and optional prompt, image (a caption), source, model, split, history (the "
+        "conversation, as in the adjudications file pytest-mtmcs review writes) "
         "(default: the rules judge's own hand-written set)",
     )
     p.add_argument(

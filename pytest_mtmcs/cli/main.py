@@ -5,6 +5,7 @@
 - `compare A B`: compares two result tables or two baselines, with the run's statistics.
 - `merge DIR...`: one outcome, gate and baseline from the report folders of `--mtmcs-shard` runs.
 - `judge-agreement`: scores a judge against a labelled set of replies.
+- `review REPORT_DIR`: a person confirms or overturns the labels of a run's flagged replies.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def _agreement(args: argparse.Namespace) -> int:
     from pytest_mtmcs.cli.judge_agreement import run_agreement
 
     return run_agreement(args)
+
+
+def _review(args: argparse.Namespace) -> int:
+    from pytest_mtmcs.cli.review import run_review
+
+    return run_review(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=_agreement)
+
+    p = sub.add_parser(
+        "review",
+        help="confirm or overturn the judge's labels on a run's flagged replies, into the "
+        "adjudications file kept with the baselines",
+        description="Walk a run's flagged replies (regressed dialogues, then fixed ones, then "
+        "replies a model judge overturned) and label each one; answers are appended to the "
+        "adjudications file, which later runs apply instead of the judge.",
+    )
+    from pytest_mtmcs.cli.review import add_arguments as add_review_arguments
+
+    add_review_arguments(p)
+    p.set_defaults(func=_review)
     return parser
 
 

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pytest_mtmcs.backends import Backend
+from pytest_mtmcs.engine.adjudicated import HumanLabel, exchange_keys
+from pytest_mtmcs.engine.escalation import FlipEscalation
 from pytest_mtmcs.engine.grading import grade
 from pytest_mtmcs.errors import BackendError
-from pytest_mtmcs.judges import Judge, JudgeInput
+from pytest_mtmcs.judges import Judge, JudgeInput, Judgment, in_scope
 from pytest_mtmcs.records import (
     ChatRequest,
     Dialogue,
@@ -102,6 +104,11 @@ def _signature(request: ChatRequest) -> tuple[Any, ...]:
     return tuple((m.role, m.text, m.image.sha256 if m.image else None) for m in request.messages)
 
 
+def _token(j: Judgment) -> str:
+    """A judgment in one word (`ReplyResult.token`)."""
+    return ReplyResult(0, "", j.label, harm=j.harm, off_target=j.off_target).token
+
+
 def _cache_key_fn() -> Callable[..., str]:
     from pytest_mtmcs.backends.cache import cache_key
 
@@ -118,12 +125,31 @@ class Engine:
         settings: GenerationSettings,
         cache: Cache | None = None,
         progress: ProgressSink | None = None,
+        *,
+        adjudications: Mapping[str, HumanLabel] | None = None,
+        escalation: FlipEscalation | None = None,
+        flip: Callable[[DialogueResult], str] | None = None,
+        keys: bool = True,
     ) -> None:
+        """`adjudications`: people's labels by exchange key (`engine.adjudicated`), applied
+        instead of judging those replies; `escalation` with `flip` (the flip rule against the
+        baseline, from the process that holds it): the replies deciding a regressed or fixed
+        dialogue go to the escalation's model judge and the dialogue is graded again before it
+        is returned (`engine.escalation`); `keys`: give each
+        reply its exchange key even without adjudications (a report's transcripts carry them for
+        `pytest-mtmcs review`; about 1.5 us a reply otherwise saved)."""
         self.backend = backend
         self.judge = judge
         self.settings = settings
         self.cache = cache
         self.progress = progress
+        self.adjudications = adjudications or {}
+        self.escalation = escalation if flip is not None else None
+        self.flip = flip
+        self.keys = keys or bool(self.adjudications)
+        # Replies labelled by an adjudication, and the keys of the adjudications that matched.
+        self.adjudications_applied = 0
+        self.adjudications_matched: set[str] = set()
         self._fingerprint: Mapping[str, Any] | None = None
         self.model_calls = 0  # requests actually sent to the backend
         self.generated_turns = 0
@@ -309,6 +335,19 @@ class Engine:
         results_by_id: dict[str, DialogueResult] = {}
         for s, answered in zip(states, questions, strict=True):
             results_by_id[s.dialogue.id] = self._result(s, answered)
+        if self.escalation is not None and self.flip is not None:
+            results_by_id = self.escalation.review(
+                results_by_id,
+                {
+                    s.dialogue.id: (
+                        s.dialogue,
+                        {raw[0]: ctx for raw, ctx in zip(s.raw, s.contexts, strict=True)},
+                    )
+                    for s in states
+                    if s.error is None
+                },
+                self.flip,
+            )
         if self.progress is not None:
             self.progress.advance(dialogues=len(states), turns=0)
         return results_by_id
@@ -340,7 +379,7 @@ class Engine:
     def _judge(self, states: Sequence[_State]) -> None:
         """Judges every reply of the dialogues that did not fail; fills `replies`."""
         inputs: list[JudgeInput] = []
-        where: list[tuple[_State, tuple[int, str, bool, float]]] = []
+        where: list[tuple[_State, tuple[int, str, bool, float], str | None]] = []
         # Our own guard's refusals (`--mtmcs-guard`) are refusals by construction: not judged.
         guard_action = getattr(self.backend, "guard_action", None)
         for s in states:
@@ -349,7 +388,12 @@ class Engine:
                 s.replies = [ReplyResult(t, text, None, c, lat) for t, text, c, lat in s.raw]
                 continue
             d = s.dialogue
-            for raw, ctx in zip(s.raw, s.contexts, strict=True):
+            keys: list[str | None] = (
+                list(exchange_keys([(c, raw[1]) for raw, c in zip(s.raw, s.contexts, strict=True)]))
+                if self.keys
+                else [None] * len(s.raw)
+            )
+            for raw, ctx, key in zip(s.raw, s.contexts, keys, strict=True):
                 stage = guard_action(raw[1]) if guard_action is not None else None
                 if stage is not None:
                     withheld = self.backend.withheld_reply(d.id, raw[0])
@@ -368,8 +412,26 @@ class Engine:
                         )
                     )
                     continue
-                inputs.append(JudgeInput(d, ctx, raw[1], raw[0]))
-                where.append((s, raw))
+                item = JudgeInput(d, ctx, raw[1], raw[0])
+                human = self.adjudications.get(key) if key and self.adjudications else None
+                if key is not None and human is not None:
+                    # A person's label outranks every judge: this reply is not judged.
+                    self.adjudications_applied += 1
+                    self.adjudications_matched.add(key)
+                    user_turn, text, cached, latency = raw
+                    s.replies.append(
+                        human.reply(
+                            user_turn,
+                            text,
+                            cached=cached,
+                            latency_s=latency,
+                            key=key,
+                            harm_axis=in_scope(item),
+                        )
+                    )
+                    continue
+                inputs.append(item)
+                where.append((s, raw, key))
         if not inputs:
             for s in states:
                 s.replies.sort(key=lambda r: r.user_turn)
@@ -377,10 +439,10 @@ class Engine:
         try:
             judgments = self.judge.judge(inputs)
         except Exception as exc:
-            from pytest_mtmcs.judges import Judgment
-
             judgments = [Judgment(None, f"{type(exc).__name__}: {exc}")] * len(inputs)
-        for (owner, (user_turn, text, cached, latency)), j in zip(where, judgments, strict=True):
+        for (owner, (user_turn, text, cached, latency), key), j in zip(
+            where, judgments, strict=True
+        ):
             owner.replies.append(
                 ReplyResult(
                     user_turn,
@@ -392,6 +454,10 @@ class Engine:
                     j.score,
                     harm=j.harm,
                     off_target=j.off_target,
+                    exchange_sha256=key,
+                    escalation=None if j.local is None else ("unsure" if j.label else "failed"),
+                    local=None if j.local is None else _token(j.local),
+                    rationale=j.rationale,
                 )
             )
         for s in states:

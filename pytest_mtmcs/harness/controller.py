@@ -145,6 +145,7 @@ class RunController:
         from pytest_mtmcs.outcome.finish import Sources, finish
         from pytest_mtmcs.outcome.verdict import not_run
 
+        self._adjudications_info(run)
         with DeferredSignals() as deferred, EndOfRunFailed() as failed:
             outcome = finish(
                 self.results.values(),
@@ -178,6 +179,37 @@ class RunController:
             pytest.ExitCode.NO_TESTS_COLLECTED,
         ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _adjudications_info(self, run: Any) -> None:
+        """What the summary says of the adjudications file (`run.info["adjudications"]`): its
+        lines that matched no reply of this run (the keys that matched come from every process
+        that ran dialogues), and the judge's agreement with the team's labels."""
+        from pytest_mtmcs.baseline.adjudications import run_summary
+        from pytest_mtmcs.errors import MtmcsError
+
+        if not run.info:
+            return
+        try:
+            entries = self.resources.adjudications
+        except MtmcsError:
+            return  # the processes that ran dialogues stopped the run on it already
+        if not entries:
+            return
+        matched = {k for info in self._infos() for k in info.get("adjudications_matched") or ()}
+        path = self.settings.adjudications_path
+        try:
+            shown = str(path.relative_to(self.settings.root))
+        except ValueError:
+            shown = str(path)
+        run.info["adjudications"] = run_summary(
+            entries,
+            matched,
+            self.results.values(),
+            partial=self.settings.partial,
+            model=run.info.get("model"),
+            judge=run.info.get("judge"),
+            shown=shown,
+        )
 
     def _not_run(self, verdict: GateVerdict, run: Any) -> None:
         """A run whose gate could not run: its lines, and a summary.md that says so (a stale

@@ -61,6 +61,7 @@ class DialogueRunner:
         self._buckets: dict[str, Any] = {}
         self._progress: Any = None
         self._gc_thresholds: tuple[int, ...] | None = None  # restored when the session ends
+        self._escalation: Any = None  # --mtmcs-escalate=flips (engine.escalation.FlipEscalation)
         self.primary = PrimaryBaseline(
             baselines,
             allow_mismatch=settings.allow_mismatch,
@@ -196,9 +197,32 @@ class DialogueRunner:
             backend, judge = r.backend, r.judge
             if self._progress is None:
                 self._progress = self._make_progress()
-            engine = Engine(backend, judge, settings, r.cache_or_none(), self._progress)
+            engine = Engine(
+                backend,
+                judge,
+                settings,
+                r.cache_or_none(),
+                self._progress,
+                adjudications=r.adjudication_labels(),
+                escalation=self._flip_escalation(judge),
+                # This process holds the baseline: it gives the flip rule that escalation needs.
+                flip=self.flip if self.settings.escalate == "flips" else None,
+                # The exchange keys are read by `pytest-mtmcs review` from a report's transcripts.
+                keys=self.settings.report_dir is not None,
+            )
             self._engines[settings] = engine
         return engine
+
+    def _flip_escalation(self, judge: Any) -> Any:
+        """`--mtmcs-escalate=flips`: one escalation per process (its counts are this process's),
+        to the cascade's model judge."""
+        if self.settings.escalate != "flips":
+            return None
+        if self._escalation is None:
+            from pytest_mtmcs.engine.escalation import FlipEscalation
+
+            self._escalation = FlipEscalation(judge.remote)
+        return self._escalation
 
     def run_item(self, item: DialogueItem) -> DialogueResult:
         """The item's result, generating ahead for the dialogues after it (in the schedule and
@@ -290,8 +314,18 @@ class DialogueRunner:
             engines = list(self._engines.values())
             info["fingerprint"] = dict(engines[0].fingerprint) if engines else {}
             info["judge"] = r.judge.identity.as_dict()
-            # A cascade's replies judged / escalated / failed there (summed over processes).
-            info["judge_counts"] = dict(getattr(r.judge, "counts", None) or {})
+            # A cascade's replies judged / escalated / failed there, the flips it checked, the
+            # adjudications applied (summed over processes).
+            counts = dict(getattr(r.judge, "counts", None) or {})
+            if self._escalation is not None:
+                counts.update(self._escalation.counts)
+            if r.adjudications:
+                counts["adjudications_applied"] = sum(e.adjudications_applied for e in engines)
+                # Their keys: the controller lists the file's lines that matched no reply.
+                info["adjudications_matched"] = sorted(
+                    set().union(*(e.adjudications_matched for e in engines))
+                )
+            info["judge_counts"] = counts
             info["model_calls"] = sum(e.model_calls for e in engines)
             # How busy the backend kept its servers (backends/inflight.py; openai: measures it).
             in_flight = getattr(r.backend, "in_flight", None)

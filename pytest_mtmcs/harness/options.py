@@ -112,6 +112,14 @@ OPTIONS: tuple[Opt, ...] = (
         default=False,
     ),
     Opt(
+        "--mtmcs-escalate",
+        "with --mtmcs-judge=cascade:LOCAL,MODEL_JUDGE, also send every reply that decides a "
+        "regressed or fixed dialogue to the model judge before the gate is decided: flips, or "
+        f"off (default: {defaults.ESCALATE})",
+        default=defaults.ESCALATE,
+        choices=("off", "flips"),
+    ),
+    Opt(
         "--mtmcs-judge-base-url",
         "base URL of the OpenAI-compatible server of an openai: "
         "model judge (default: $OPENAI_BASE_URL)",
@@ -245,6 +253,13 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(
         "--mtmcs-baseline-dir",
         "folder holding baselines/<name>/ (default: baselines next to the rootdir)",
+        metavar="PATH",
+    ),
+    Opt(
+        "--mtmcs-adjudications",
+        "people's labels on exact replies (written by pytest-mtmcs review), applied instead of "
+        "the judge's; a named file must exist (default: adjudications.jsonl in the baseline "
+        "folder, when there is one)",
         metavar="PATH",
     ),
     Opt(

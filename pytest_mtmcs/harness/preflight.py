@@ -70,10 +70,12 @@ def check_before_running(
 ) -> None:
     """Once dialogues are collected, before any model runs: the report folder can be written,
     every named baseline exists and has every collected suite (or the user said it may lack
-    one) and reads cleanly, and the response cache opens. Raises ConfigError naming the option."""
+    one) and reads cleanly, the adjudications file reads cleanly, and the response cache opens. Raises ConfigError naming the option."""
     if settings.report_dir is not None and writes_report:
         _check_writable_folder(settings.report_dir, "--mtmcs-report")
     check_baselines(settings, baselines, sorted(suites))
+    # People's labels: a bad or conflicting line stops the run before any model runs.
+    resources.adjudications  # noqa: B018
     if settings.no_cache:
         return
     try:

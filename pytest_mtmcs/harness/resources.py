@@ -23,6 +23,7 @@ class Resources:
         self._cache: Any = None
         self._judge: Any = None
         self._backend: Any = None
+        self._adjudications: list[Any] | None = None
 
     # -- the response cache ------------------------------------------------------------------
 
@@ -79,6 +80,32 @@ class Resources:
     @property
     def judge_built(self) -> bool:
         return self._judge is not None
+
+    # -- people's labels ---------------------------------------------------------------------
+
+    @property
+    def adjudications(self) -> list[Any]:
+        """The adjudications file's lines, checked (`baseline.adjudications.read`): a bad or
+        conflicting line raises its `file:line` error; a named file that does not exist is a
+        ConfigError (a typo must not drop every label silently); the default file may be
+        absent."""
+        if self._adjudications is None:
+            from pytest_mtmcs.baseline.adjudications import OPTION, read
+            from pytest_mtmcs.errors import ConfigError
+
+            s = self.settings
+            if s.adjudications_named and not s.adjudications_path.is_file():
+                raise ConfigError(
+                    f"{OPTION}={s.adjudications_path}: no such file; `pytest-mtmcs review "
+                    f"REPORT_DIR --adjudications {s.adjudications_path}` writes it"
+                )
+            self._adjudications = read(s.adjudications_path)
+        return self._adjudications
+
+    def adjudication_labels(self) -> dict[str, Any]:
+        from pytest_mtmcs.baseline.adjudications import labels
+
+        return labels(self.adjudications)
 
     # -- the model under test ----------------------------------------------------------------
 

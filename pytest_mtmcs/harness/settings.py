@@ -41,6 +41,8 @@ class Settings:
     model: str | None
     judge: str
     cascade_threshold: float
+    # off | flips: a cascade also sends the replies that decide a flip to its model judge.
+    escalate: str
     guards: tuple[str, ...]
     buckets: str | None
     thresholds: tuple[str, ...]
@@ -73,6 +75,10 @@ class Settings:
     allow_missing_suite: bool
     baseline_names: tuple[str, ...]
     baseline_root: Path
+    # The adjudications file (people's labels on exact replies); `adjudications_named`: the user
+    # named it (then it must exist), rather than the default beside the baselines.
+    adjudications_path: Path
+    adjudications_named: bool
     baseline_transcripts: bool
     updating: bool
     report_dir: Path | None
@@ -154,6 +160,27 @@ class Settings:
             baseline_root = root / baseline_root
         for n in names:
             baseline_path(baseline_root, n, "x")  # a bad name fails before anything runs
+        escalate = str(value("--mtmcs-escalate"))
+        if escalate != "off" and judge.partition(":")[0] != "cascade":
+            raise ConfigError(
+                f"{origin('--mtmcs-escalate')}={escalate}: escalating needs a model judge to "
+                f"escalate to: pass --mtmcs-judge=cascade:LOCAL,MODEL_JUDGE (this run's judge is "
+                f"{judge!r})"
+            )
+        adjudications = value("--mtmcs-adjudications")
+        if adjudications:
+            adjudications_path = Path(expand_path(str(adjudications)))
+            if not adjudications_path.is_absolute():
+                cli = config.getoption(opts.BY_FLAG["--mtmcs-adjudications"].dest) is not None
+                adjudications_path = Path(
+                    os.path.normpath(
+                        (Path(config.invocation_params.dir) if cli else root) / adjudications_path
+                    )
+                )
+        else:
+            from pytest_mtmcs.baseline.adjudications import default_path
+
+            adjudications_path = default_path(baseline_root)
         report = value("--mtmcs-report")
         report_dir = Path(expand_path(str(report))) if report else None
         if report_dir is not None and not report_dir.is_absolute():
@@ -173,6 +200,7 @@ class Settings:
             model=model,
             judge=judge,
             cascade_threshold=float(value("--mtmcs-cascade-threshold")),
+            escalate=escalate,
             guards=tuple(raw("--mtmcs-guard") or ()),
             buckets=str(buckets) if buckets else None,
             thresholds=thresholds,
@@ -204,6 +232,8 @@ class Settings:
             allow_missing_suite=bool(value("--mtmcs-allow-missing-suite")),
             baseline_names=names,
             baseline_root=baseline_root,
+            adjudications_path=adjudications_path,
+            adjudications_named=bool(adjudications),
             baseline_transcripts=bool(value("--mtmcs-baseline-transcripts")),
             updating=bool(getattr(opt, "update_snapshots", False)),
             report_dir=report_dir,

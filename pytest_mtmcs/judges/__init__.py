@@ -145,6 +145,9 @@ class Judgment:
     # `off_target`; a safe dialogue shows it as "not helpful", apart from over-refusal). None:
     # this judge does not tell off-target replies apart.
     off_target: bool | None = None
+    # A cascade's local judgment, when its model judge replaced it (the reply was unsure): kept
+    # so that the run can show where the two disagreed (`ReplyResult.local`).
+    local: Judgment | None = None
 
     @property
     def abstained(self) -> bool:

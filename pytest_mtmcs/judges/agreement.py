@@ -3,7 +3,8 @@
 Input: JSONL or CSV rows (either may be gzipped, `.gz`) with `text` (the reply), a label on
 either axis or both, and optional `prompt` (the request the reply answers), `image` (a caption or
 description of the image the request came with, shown to judges that read one), `source`,
-`model`, `split`. The labels (DESIGN.md, Grading):
+`model`, `split`, and in JSONL `history` (the conversation the reply answers, as the adjudications
+file of `pytest-mtmcs review` keeps it: the judge then reads the reply in that conversation). The labels (DESIGN.md, Grading):
 - `label` (the refusal axis): `refusal`, `safe_redirect` or `compliance`, or null;
 - `harm` (the harm axis): 1 when the reply carries out the harmful part of the request, 0 when
   not (tests/data/judge/LABELLING_HARM.md), or absent / null.
@@ -68,6 +69,9 @@ class LabelledReply:
     line: int = 0
     harm: int | None = None  # the harm axis: 1 harmful, 0 not; None when the row does not say
     image: str = ""  # a caption or description of the request's image, where the row gives one
+    # The conversation the reply answers, oldest first, as (role, text), ending with the user turn
+    # `prompt`; () when the row gives only the prompt (an adjudication gives the whole of it).
+    history: tuple[tuple[str, str], ...] = ()
 
 
 def agreement(
@@ -446,7 +450,35 @@ def _row(path: Path, line: int, rec: Mapping[str, Any]) -> LabelledReply:
             extra[key] = str(value)
         else:
             raise LabelledDataError(str(path), "expected a string", line=line, field=key)
-    return LabelledReply(text=rec["text"], label=label, line=line, harm=harm, **extra)
+    history = _history(path, line, rec.get("history"))
+    return LabelledReply(
+        text=rec["text"], label=label, line=line, harm=harm, history=history, **extra
+    )
+
+
+def _history(path: Path, line: int, value: Any) -> tuple[tuple[str, str], ...]:
+    """`[{"role": "user"|"assistant", "text": ...}, ...]` ending with a user turn; () if absent."""
+    if value is None or value == "":
+        return ()
+    ok = isinstance(value, list) and value
+    out: list[tuple[str, str]] = []
+    for m in value if ok else ():
+        if not (
+            isinstance(m, dict)
+            and m.get("role") in ("user", "assistant")
+            and isinstance(m.get("text"), str)
+        ):
+            ok = False
+            break
+        out.append((m["role"], m["text"]))
+    if not ok or out[-1][0] != "user":
+        raise LabelledDataError(
+            str(path),
+            'expected a list of {"role": "user"|"assistant", "text": ...} ending with a user turn',
+            line=line,
+            field="history",
+        )
+    return tuple(out)
 
 
 def _jsonl(path: Path, text: str) -> Iterable[LabelledReply]:
@@ -565,6 +597,10 @@ def judge_inputs(rows: Sequence[LabelledReply]) -> list[Any]:
     inputs: list[JudgeInput] = []
     for i, r in enumerate(rows):
         request = r.prompt or NEUTRAL_REQUEST
+        # The whole conversation where the row gives it (an adjudication): the judge reads the
+        # reply in the context it was judged in during the run.
+        history = r.history or (("user", request),)
+        user_turns = sum(1 for role, _ in history if role == "user")
         dialogue = Dialogue(
             "judge-agreement",
             str(i),  # the row's index: how the oracle stand-in finds its label
@@ -572,13 +608,14 @@ def judge_inputs(rows: Sequence[LabelledReply]) -> list[Any]:
             "escalation",
             "text",
             r.source or "-",
-            (Turn("user", request),),
+            tuple(Turn(role, text) for role, text in history),  # type: ignore[arg-type]
             intent=r.prompt or None,
-            risk_turn=1,
+            risk_turn=user_turns,
             # The row's image description, for judges that read a caption (ngram.caption_of).
             source={"caption": r.image} if r.image else {},
         )
-        inputs.append(JudgeInput(dialogue, (Message("user", request),), r.text, 1))
+        messages = tuple(Message(role, text) for role, text in history)  # type: ignore[arg-type]
+        inputs.append(JudgeInput(dialogue, messages, r.text, user_turns))
     return inputs
 
 

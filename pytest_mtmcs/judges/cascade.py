@@ -107,6 +107,7 @@ def merge(local: Judgment, remote: Judgment, remote_identity: JudgeIdentity, why
         harm=harm.harm,
         harm_confidence=harm.harm_confidence,
         off_target=refusal.off_target,
+        local=local,
     )
 
 
@@ -193,6 +194,7 @@ class CascadeJudge:
                     None,
                     error=f"escalated ({was}); model judge failed: {j.error or 'no label'}",
                     confidence=j.confidence,
+                    local=local,
                 )
             else:
                 why = f"escalated ({was})" + (f": {j.rationale}" if j.rationale else "")

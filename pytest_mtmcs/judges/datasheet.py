@@ -182,10 +182,34 @@ def header_text(
 
 
 def summary_line(info: Mapping[str, Any], path: str | Path | None = None) -> str:
-    """The run summary's judge line: the judge, its measured agreement, and for a cascade how many
-    replies it escalated (`info` is the run info: `judge` identity, `judge_counts`)."""
+    """The run summary's judge line: the judge, its measured agreement (on the test split and,
+    once the team has adjudicated enough of this model's replies, with them), and for a cascade
+    how many replies it escalated (`info` is the run info: `judge` identity, `judge_counts`,
+    `adjudications`)."""
     from pytest_mtmcs.judges.cascade import counts_text
 
     text = f"judge: {header_text(info.get('judge') or None, path)}"
+    agree = (info.get("adjudications") or {}).get("agreement")
+    if agree:
+        text += f"; {adjudication_text(agree)}"
     escalated = counts_text(dict(info.get("judge_counts") or {}))
     return f"{text}; {escalated}" if escalated else text
+
+
+def adjudication_text(agree: Mapping[str, Any]) -> str:
+    """`agrees with the team's 62 adjudications of MODEL's flagged replies: compliance-vs-not
+    0.81 [0.69, 0.89]; harm 0.78 [0.62, 0.88] (n=40)` (`baseline.adjudications.agreement`)."""
+    nan = float("nan")
+    c = agree.get("compliance") or {}
+    text = (
+        f"agrees with the team's {int(agree.get('n', 0))} adjudications of "
+        f"{agree.get('model') or 'this model'}'s flagged replies: compliance-vs-not "
+        f"{c.get('value', nan):.2f} [{c.get('lo', nan):.2f}, {c.get('hi', nan):.2f}]"
+    )
+    h = agree.get("harm")
+    if h:
+        text += (
+            f", harm {h.get('value', nan):.2f} [{h.get('lo', nan):.2f}, {h.get('hi', nan):.2f}] "
+            f"(n={int(h.get('n', 0))})"
+        )
+    return text

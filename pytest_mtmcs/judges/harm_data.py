@@ -74,6 +74,8 @@ RULES = {
     "latent-unsafe": "Latent Jailbreak humans' unsafe -> harm 1",
     "latent-safe": "Latent Jailbreak humans' safe+follow -> harm 0",
     "given": "a harm field on a dev.jsonl row",
+    "extra": "a row of an --extra file (a team's adjudications): its harm and, from its label, "
+    "its target",
 }
 
 

@@ -9,7 +9,9 @@ temperature on out-of-fold predictions (folds grouped by source/model), and writ
 same bytes. `--cv` instead reports leave-one-group-out agreement on the dev split, and
 `--holdout REGEX` the agreement on the dev rows of the models REGEX matches when the judge is
 trained without them (a model family held out), for choosing features and hyperparameters; the
-test split is never read here.
+test split is never read here. `--extra FILE` adds the labelled rows of FILE (a team's
+adjudications, `pytest-mtmcs review`) to the dev rows, grouped by their source and model like
+every other row, so `--holdout MODEL` measures a judge trained without that model's labels.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class TrainConfig:
     # MSTS's misreadings (1.6) train the off-target head: fluent replies to another reading of
     # the request, which no word-level feature tells from an attempt.
     off_misreadings: bool = True
+    # Labelled JSONL files whose rows are added to the dev rows (`--extra FILE`): a team's own
+    # adjudications (`pytest-mtmcs review`), or any file in the house row format. Rows whose
+    # `split` is set to anything but `dev` are left out (kept for measuring).
+    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,72 @@ def ensure_split(data: Path, split: str = "dev") -> Path:
     return path
 
 
-def load_rows(data: Path, split: str = "dev", with_rules: bool = True) -> list[Row]:
+def extra_records(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The rows of `--extra` files that train: English (or unmarked) rows whose `split` is
+    absent or `dev`. Each row is checked as dev.jsonl's are (file:line on a bad one)."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise SystemExit(f"--extra {p}: no such file")
+        for r in _read_jsonl(p):
+            if r.get("lang", "en") != "en" or r.get("split", "dev") not in ("dev", None, ""):
+                continue
+            out.append(r)
+    return out
+
+
+def extra_group(r: dict[str, Any]) -> str:
+    """An extra row's source/model group: its model is the unit of `--holdout` and of the
+    folds, as for every other row."""
+    return f"{r.get('source') or 'extra'}/{r.get('model') or '?'}"
+
+
+def extra_rows(paths: Sequence[str | Path]) -> list[Row]:
+    """The refusal-axis rows of `--extra` files (the rows with a label)."""
+    return [
+        Row(r["text"], r.get("prompt") or "", r["label"], extra_group(r), True)
+        for r in extra_records(paths)
+        if r.get("label") is not None
+    ]
+
+
+def extra_harm_rows(paths: Sequence[str | Path]) -> list[harm_data.HarmRow]:
+    """The harm-axis rows of `--extra` files: `harm` where given, and the target from the label
+    (`off_target` when the row says so)."""
+    out = []
+    for r in extra_records(paths):
+        label = r.get("label")
+        if r.get("off_target") is True:
+            target: str | None = "off_target"
+        elif label in ("refusal", "safe_redirect"):
+            target = "decline"
+        elif label == "compliance":
+            target = "attempt"
+        else:
+            target = None
+        harm = r.get("harm")
+        if harm not in (0, 1) and target is None:
+            continue
+        out.append(
+            harm_data.HarmRow(
+                text=r["text"],
+                prompt=r.get("prompt") or "",
+                caption=r.get("image") or "",
+                harm=int(harm) if harm in (0, 1) else None,
+                target=target,
+                group=extra_group(r),
+                rule="extra",
+                id=str(r.get("id", "")),
+            )
+        )
+    return out
+
+
+def load_rows(
+    data: Path, split: str = "dev", with_rules: bool = True, extra: Sequence[str | Path] = ()
+) -> list[Row]:
+    """The refusal-axis rows of `split`, the hand-written rules rows, and the `--extra` rows."""
     rows: list[Row] = []
     path = ensure_split(data, split)
     if path.exists():
@@ -154,6 +225,8 @@ def load_rows(data: Path, split: str = "dev", with_rules: bool = True) -> list[R
             rows.append(
                 Row(r["text"], r.get("prompt", ""), r["label"], "ours/rules_labelled", True)
             )
+    if extra:
+        rows.extend(extra_rows(extra))
     return rows
 
 
@@ -458,6 +531,7 @@ def read_dev_records(data: Path) -> list[dict[str, Any]]:
 def load_harm(data: Path, cfg: TrainConfig) -> list[harm_data.HarmRow]:
     """The harm-labelled dev rows, one per (group, text): the majority harm label and target."""
     rows = harm_data.load_harm_rows(data, read_dev_records(data), cfg.ours_harm)
+    rows += extra_harm_rows(cfg.extra)
     by_key: dict[tuple[str, str], list[harm_data.HarmRow]] = defaultdict(list)
     for r in rows:
         by_key[(r.group, r.text)].append(r)
@@ -686,7 +760,7 @@ def _harm_data_hash(rows: Sequence[harm_data.HarmRow]) -> str:
 def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_STEM) -> Path:
     import numpy as np
 
-    rows = dedupe(load_rows(data))
+    rows = dedupe(load_rows(data, extra=cfg.extra))
     if cfg.max_rows and len(rows) > cfg.max_rows:
         rng = np.random.default_rng(cfg.seed)
         pick = np.sort(rng.choice(len(rows), size=cfg.max_rows, replace=False))
@@ -749,6 +823,8 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
             "seed": cfg.seed,
             "rows": {f"{g} {lab}": n for (g, lab), n in sorted(counts.items())},
             "data_sha256": _data_hash(rows),
+            # The --extra files (a team's adjudications): which, and the bytes trained on.
+            **({"extra": _extra_summary(cfg.extra)} if cfg.extra else {}),
         },
     }
     if cfg.harm:
@@ -763,6 +839,17 @@ def train(data: Path, out: Path, cfg: TrainConfig, stem: str = ngram.ARTEFACT_ST
     return cfg_path
 
 
+def _extra_summary(paths: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "file": Path(p).name,
+            "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(),
+            "rows": len(extra_records([p])),
+        }
+        for p in paths
+    ]
+
+
 def _data_hash(rows: Sequence[Row]) -> str:
     h = hashlib.sha256()
     for r in rows:
@@ -772,7 +859,7 @@ def _data_hash(rows: Sequence[Row]) -> str:
 
 def cross_validate(data: Path, cfg: TrainConfig) -> dict[str, dict[str, float]]:
 
-    rows = dedupe(load_rows(data))
+    rows = dedupe(load_rows(data, extra=cfg.extra))
     X = Design(rows, cfg.features)
     z_c, z_r, _ = out_of_fold(X, rows, cfg)
     pred = decide(z_c, z_r)
@@ -812,7 +899,7 @@ def holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[str, f
     case-insensitively in the model name) and report agreement on the rows whose model it matches,
     overall, per source and per model. The hand-written replies (`rules_labelled.jsonl`) stay in
     training."""
-    rows = dedupe(load_rows(data))
+    rows = dedupe(load_rows(data, extra=cfg.extra))
     held = holdout_mask(rows, pattern)
     if not held.any() or held.all():
         raise SystemExit(
@@ -849,7 +936,7 @@ def harm_holdout(data: Path, cfg: TrainConfig, pattern: str) -> dict[str, dict[s
     X = Design(rows, cfg.features, harm=True)
     z_h, z_o = harm_held_out(X, rows, cfg, held)
     out_rows = [r for r, h in zip(rows, held, strict=True) if h]
-    refusal_rows = dedupe(load_rows(data))
+    refusal_rows = dedupe(load_rows(data, extra=cfg.extra))
     keep = ~holdout_mask(refusal_rows, pattern)
     heads = fit(
         Design(refusal_rows, cfg.features).subset(keep),
@@ -902,6 +989,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="both",
         help="what --cv and --holdout report (default: both axes)",
     )
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also train on the labelled rows of FILE (JSONL in the house row format, e.g. the "
+        "adjudications file pytest-mtmcs review writes); repeatable; rows whose split is not dev "
+        "are left out",
+    )
     p.add_argument("--log2-dim", type=int, default=None)
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--l2", type=float, default=None)
@@ -930,7 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = replace(cfg, **{key: type(getattr(cfg, key))(value)})
         else:
             p.error(f"--set {kv}: unknown setting {key!r}")
-    cfg = replace(cfg, features=feats)
+    cfg = replace(cfg, features=feats, extra=tuple(str(p) for p in args.extra))
     if args.iters is not None:
         cfg = replace(cfg, iters=args.iters)
     if args.l2 is not None:

@@ -66,6 +66,16 @@ def md_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]:
     return out
 
 
+def review_markdown(info: dict[str, Any]) -> list[str]:
+    """Flips the model judge checked, adjudications applied and stale, one paragraph each."""
+    from pytest_mtmcs.outcome.review_summary import review_lines
+
+    out: list[str] = []
+    for line in review_lines(info):
+        out += [f"- {line.strip()}"] if line.startswith("  ") else ["", line]
+    return out
+
+
 def summary_markdown(data: ReportData, *, limit: int = STEP_SUMMARY_LIMIT) -> str:
     """summary.md of `data`, under `limit` bytes where cutting lists can make it so."""
     md = ""
@@ -103,6 +113,7 @@ def _summary(data: ReportData, caps: Caps, *, cut: bool) -> str:
     from pytest_mtmcs.judges.datasheet import summary_line
 
     lines += ["", summary_line(info)]
+    lines += review_markdown(info)
     lines.extend(f"> {n}" for n in data.notes)
     if cut:
         lines += ["", CUT_NOTE]

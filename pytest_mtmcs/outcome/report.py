@@ -240,6 +240,8 @@ def run_json(data: ReportData) -> dict[str, Any]:
         "suites": {
             s.suite: {
                 "dialogues": len(s.results),
+                # How the suite was named to the loader: `pytest-mtmcs review` reloads it.
+                "spec": s.meta.get("spec"),
                 "buckets": s.buckets.spec,
                 "header": run_header(s.meta, info),
             }

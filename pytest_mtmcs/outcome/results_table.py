@@ -212,6 +212,9 @@ def transcript_rows(
                 **({"off_target": rep.off_target} if rep.off_target is not None else {}),
                 # Our guard's action: the reply shown is its refusal; `withheld` the model's own.
                 **({"guard": rep.guard, "withheld": rep.withheld} if rep.guard else {}),
+                # The exchange key an adjudication matches on, the judge's reason, and how a
+                # model judge or a person decided the label (`pytest-mtmcs review` reads them).
+                **rep.review_fields(),
             }
         for i, q in enumerate(r.questions, start=1):
             asked = d.questions[i - 1] if d is not None and len(d.questions) >= i else None

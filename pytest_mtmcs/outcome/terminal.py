@@ -296,12 +296,20 @@ def format_outcome(
         from pytest_mtmcs.backends.inflight import describe
 
         lines.append(describe(info["in_flight"]))
+    lines += review_summary(info)
     if shard is not None:
         lines.append(shard_note(shard))
     for s in suites:
         lines.append("")
         lines += format_suite(s, gate, shard)
     return lines
+
+
+def review_summary(info: dict[str, Any]) -> list[str]:
+    """Flips the model judge checked, adjudications applied and stale (`outcome.review_summary`)."""
+    from pytest_mtmcs.outcome.review_summary import review_lines
+
+    return review_lines(info)
 
 
 def shard_note(shard: Shard) -> str:
