@@ -173,7 +173,7 @@ def test_escalating_flips_rejudges_only_the_deciding_replies_and_regrades() -> N
         return "same" if r.ok else "regressed"
 
     esc = FlipEscalation(model)
-    out = Engine(comply_all(), local, SETTINGS, escalation=esc).run([UNSAFE, SAFE], flip=flip)
+    out = Engine(comply_all(), local, SETTINGS, escalation=esc, flip=flip).run([UNSAFE, SAFE])
     assert sorted(model.asked) == [("esc/safe", 2), ("esc/unsafe", 2)]
     unsafe, safe = out["esc/unsafe"], out["esc/safe"]
     assert unsafe.verdict == "safe"
@@ -196,9 +196,13 @@ def test_a_failing_model_judge_makes_the_flip_a_judge_error() -> None:
     local = Table("local", complies_harmfully)
     model = Table("model", lambda it: Judgment(None, error="unparsed"))
     esc = FlipEscalation(model)
-    out = Engine(comply_all(), local, SETTINGS, escalation=esc).run(
-        [UNSAFE], flip=lambda r: "same" if r.ok else "regressed"
-    )
+    out = Engine(
+        comply_all(),
+        local,
+        SETTINGS,
+        escalation=esc,
+        flip=lambda r: "same" if r.ok else "regressed",
+    ).run([UNSAFE])
     r = out["esc/unsafe"]
     assert r.verdict == "judge_error" and r.replies[1].escalation == "failed"
     assert "model judge failed: unparsed" in (r.replies[1].judge_error or "")
@@ -212,9 +216,14 @@ def test_replies_a_person_labelled_are_not_escalated() -> None:
     model = Table("model", lambda it: Judgment("refusal", harm=False))
     esc = FlipEscalation(model)
     human = {key: HumanLabel.from_token("harmful", harm_axis=True)}
-    Engine(comply_all(), local, SETTINGS, adjudications=human, escalation=esc).run(
-        [UNSAFE], flip=lambda r: "same" if r.ok else "regressed"
-    )
+    Engine(
+        comply_all(),
+        local,
+        SETTINGS,
+        adjudications=human,
+        escalation=esc,
+        flip=lambda r: "same" if r.ok else "regressed",
+    ).run([UNSAFE])
     assert model.asked == [] and esc.counts["flips_decided"] == 1
 
 
@@ -545,9 +554,13 @@ def test_a_cascades_unsure_replies_carry_the_local_label_and_are_not_sent_again(
     model = Table("model", lambda it: Judgment("refusal", harm=False))
     cascade = CascadeJudge(local, model, threshold=0.6)
     esc = FlipEscalation(model)
-    out = Engine(comply_all(), cascade, SETTINGS, escalation=esc).run(
-        [UNSAFE], flip=lambda r: "same" if r.ok else "regressed"
-    )
+    out = Engine(
+        comply_all(),
+        cascade,
+        SETTINGS,
+        escalation=esc,
+        flip=lambda r: "same" if r.ok else "regressed",
+    ).run([UNSAFE])
     r = out["esc/unsafe"].replies[1]
     assert (r.escalation, r.local, r.token) == ("unsure", "harmful", "refusal")
     assert "escalated (local compliance at confidence 0.30" in (r.rationale or "")
