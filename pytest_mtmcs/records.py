@@ -195,6 +195,10 @@ class ChatRequest:
 # --- results ---------------------------------------------------------------------------------
 
 
+# The reviewer's-loop fields of `ReplyResult`, written to JSON only when set.
+_REVIEW_FIELDS = ("exchange_sha256", "escalation", "local", "adjudicated", "rationale")
+
+
 @dataclass(frozen=True)
 class ReplyResult:
     """One live reply to a user turn and its judged label."""
@@ -256,7 +260,31 @@ class ReplyResult:
     def review_fields(self) -> dict[str, Any]:
         """The reviewer's-loop fields that are set, for JSON (results and transcripts)."""
         out: dict[str, Any] = {}
-        for key in ("exchange_sha256", "escalation", "local", "adjudicated", "rationale"):
+        for key in _REVIEW_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (`ReplyResult(**d)` reads it back): the optional fields only when set."""
+        out: dict[str, Any] = {
+            "user_turn": self.user_turn,
+            "text": self.text,
+            "label": self.label,
+            "cached": self.cached,
+            "latency_s": self.latency_s,
+            "judge_error": self.judge_error,
+            "score": self.score,
+        }
+        if self.harm is not None:
+            out["harm"] = self.harm
+        if self.off_target is not None:
+            out["off_target"] = self.off_target
+        if self.guard:
+            out["guard"] = self.guard
+            out["withheld"] = self.withheld
+        for key in _REVIEW_FIELDS:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -345,22 +373,7 @@ class DialogueResult:
             "risk_turn": self.risk_turn,
             "verdict": self.verdict,
             "score": self.score,
-            "replies": [
-                {
-                    "user_turn": r.user_turn,
-                    "text": r.text,
-                    "label": r.label,
-                    "cached": r.cached,
-                    "latency_s": r.latency_s,
-                    "judge_error": r.judge_error,
-                    "score": r.score,
-                    **({"harm": r.harm} if r.harm is not None else {}),
-                    **({"off_target": r.off_target} if r.off_target is not None else {}),
-                    **({"guard": r.guard, "withheld": r.withheld} if r.guard else {}),
-                    **r.review_fields(),
-                }
-                for r in self.replies
-            ],
+            "replies": [r.to_dict() for r in self.replies],
             "questions": [
                 {
                     "kind": q.kind,

@@ -343,6 +343,11 @@ def test_headline_tables_of_the_reference_samples_against_a_baseline(
     md = (pytester.path / "out" / "summary.md").read_text()
     # The gate table first, then the benchmark's own table, this run beside the baseline.
     assert md.index("| bucket | n | metric |") < md.index("**SafeMT: attack success rate")
+    # SafeMT's buckets are each too small to be significant; pooled, the drop is, and the `all`
+    # row says so without claiming a gate failure (only the turn buckets gate).
+    pooled = "| all | 18 | safety | 0.333 | 1.000 | -0.667 | [0.16, 0.56] | 0.00195 |"
+    assert f"{pooled} significant drop (all: not gated) |" in md
+    assert "`mde -`: no drop in a cell this small could be significant" in md
     assert "|  | SI weight | this run | base | Δ vs base [95% CI] |" in md
     assert "| ASR 1 turn | 0.705 | 0.000 (0/6) | 0.000 (0/6) | +0.000 [-0.39, +0.39] |" in md
     assert "| ASR 2 turns | 0.259 | 1.000 (6/6) | 0.000 (0/6) | +1.000 [+0.45, +1.00] |" in md

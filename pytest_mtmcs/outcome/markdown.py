@@ -47,7 +47,8 @@ CUTS: tuple[Caps, ...] = (Caps(), Caps(flips=3, failures=5, inconclusive=5), Cap
 MDE_LEGEND = (
     "_mde: minimum detectable drop: the smallest drop in a cell that could be significant at "
     "this size (Holm-corrected); a cell whose mde exceeds the tolerated drop cannot show a drop "
-    "of that size, so its pass is weak._"
+    "of that size, so its pass is weak; `mde -`: no drop in a cell this small could be "
+    "significant. The `all` rows pool the turn buckets: tested with them, never gated._"
 )
 
 

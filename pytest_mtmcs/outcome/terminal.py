@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pytest_mtmcs.analysis.buckets import ALL
 from pytest_mtmcs.analysis.metrics import METRICS
 from pytest_mtmcs.outcome.headline import (
     LEGEND,
@@ -45,11 +46,15 @@ def gate_status(s: SuiteOutcome, bucket: str, metric: str, comp: Any) -> str:
                 parts.append(f"ok {c.threshold.op}{c.threshold.value:g}")
     if comp is not None:
         if comp.regressed:
-            parts.append("REGRESSED")
+            # The `all` row pools the turn buckets: tested (in the Holm family), never gated.
+            parts.append(POOLED_DROP if bucket == ALL else "REGRESSED")
         elif comp.underpowered and comp.n_pairs:
             parts.append(f"mde {_f(comp.mde, 2)}")
     return ", ".join(parts) or "-"
 
+
+# The gate column of an `all` row whose drop is significant: only the turn buckets gate.
+POOLED_DROP = "significant drop (all: not gated)"
 
 BUCKET_HEADER = ("bucket", "n", "metric", "value", "{base}", "delta", "95% CI", "p (Holm)", "gate")
 
@@ -155,7 +160,8 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
         if under:
             lines.append(
                 f"baseline {b.name!r}: {len(under)} bucket/metric cells cannot detect a drop of "
-                "the tolerated size (minimum detectable drop shown as 'mde')"
+                "the tolerated size (minimum detectable drop shown as 'mde'; 'mde -': no drop could be "
+                "significant at that size)"
             )
         if b.flips is not None:
             lines += format_flips(b.name, b.flips)
