@@ -63,9 +63,9 @@ class Flip:
 class Flips:
     """Dialogues by flip against one baseline, each list sorted by id.
 
-    `errored`: dialogues with a baseline entry whose run failed now. Dialogues on one side only
-    are listed by id (`only_current`: `new`; `only_baseline`: missing from this run), never
-    dropped silently.
+    `errored`: dialogues whose run failed now, with or without a baseline entry (`-` for the
+    verdict of a missing one). Dialogues on one side only are listed by id (`only_current`:
+    `new`; `only_baseline`: missing from this run), never dropped silently.
     """
 
     regressed: list[Flip]
@@ -91,11 +91,11 @@ def item_flips(
     cur = {r.id: r for r in current}
     base = {r.id: r for r in baseline}
     groups: dict[str, list[Flip]] = {"regressed": [], "fixed": [], "still_failing": [], "error": []}
-    only_current = sorted(cur.keys() - base.keys())
-    for rid in sorted(cur.keys() & base.keys()):
-        now, was = cur[rid], base[rid]
+    only_current: list[str] = []
+    for rid in sorted(cur):
+        now, was = cur[rid], base.get(rid)
         flip = flip_of(now, was)
-        if flip == "new":  # the baseline entry was itself an error
+        if flip == "new":  # no baseline entry, or the entry was itself an error
             only_current.append(rid)
             continue
         if flip not in groups:
@@ -104,9 +104,9 @@ def item_flips(
             Flip(
                 rid,
                 buckets.bucket_of(now.user_turns),
-                was.verdict,
+                was.verdict if was is not None else "-",
                 now.verdict,
-                was.turn_labels,
+                was.turn_labels if was is not None else (),
                 now.turn_labels,
             )
         )

@@ -418,11 +418,7 @@ def _flips_section(data: ReportData, s: SuiteOutcome) -> str:
         if b.flips is None:
             continue
         fl = b.flips
-        parts.append(
-            f"<h3>Against {_e(b.name)}</h3><p>{len(fl.regressed)} regressed, {len(fl.fixed)} "
-            f"fixed, {len(fl.still_failing)} still failing, {len(fl.only_current)} new, "
-            f"{len(fl.only_baseline)} missing from this run</p>"
-        )
+        parts.append(f"<h3>Against {_e(b.name)}</h3><p>{_e(fl.counts_text())}</p>")
         before = {r.id: r for r in data.baseline_results.get((s.suite, b.name), ())}
         base_replies = data.baseline_replies.get((s.suite, b.name))
         note = data.baseline_reply_notes.get((s.suite, b.name))
