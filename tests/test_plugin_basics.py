@@ -172,9 +172,10 @@ def test_malformed_suite_stops_collection_with_one_clear_message(pytester, suite
     result = pytester.runpytest(
         "suites", "-p", "no:cacheprovider", "--mtmcs-model=scripted:refuse-all"
     )
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # bad input, found before any model runs
     out = result.stdout.str()
     assert expected in out
+    assert "gate: NOT RUN: usage error: " in out
     assert "Traceback" not in out and "pytest_mtmcs/" not in out and "raise " not in out
     assert out.count("suites/mtmcs_mini/dialogues.jsonl:") >= 1
 

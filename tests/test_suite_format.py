@@ -131,9 +131,11 @@ def test_bad_defaults_stop_collection_naming_suite_toml_and_key(
     result = pytester.runpytest(
         *args, "-p", "no:cacheprovider", "--mtmcs-no-cache", "--mtmcs-model=scripted:refuse-all"
     )
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    # A suite that cannot be loaded is a usage error found before any model runs.
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stdout.str()
     assert f"suites/mini/suite.toml:{at}: {message}" in out, out
+    assert f"gate: NOT RUN: usage error: suites/mini/suite.toml:{at}: {message}" in out, out
     # Not under the name of an option the user never passed; no traceback.
     assert "--mtmcs-buckets" not in out and "--mtmcs-threshold" not in out
     assert "Traceback" not in out and "pytest_mtmcs/" not in out

@@ -81,6 +81,7 @@ class RunController:
         from pytest_mtmcs.outcome.finish import merge_infos
         from pytest_mtmcs.outcome.verdict import not_run
 
+        self._print_workers_done()
         infos = self._infos()
         run = merge_infos(infos)
         self.suites.learn(run.suites)
@@ -139,6 +140,19 @@ class RunController:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
         self._finish(session, run)
+
+    def _print_workers_done(self) -> None:
+        """Each xdist worker's final progress line, after pytest's own progress line, one per
+        line (a worker writing it itself would land inside pytest's)."""
+        lines = [str(o["mtmcs_done"]) for o in self.worker_outputs if o.get("mtmcs_done")]
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if not lines or reporter is None:
+            return
+        # xdist's progress line leaves the reporter's own newline bookkeeping unset.
+        if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+            reporter.write("\n")
+        for line in sorted(lines):
+            reporter.write_line(line)
 
     def _finish(self, session: pytest.Session, run: Any) -> None:
         from pytest_mtmcs.harness.preflight import EndOfRunFailed

@@ -60,6 +60,7 @@ class DialogueRunner:
         self._runner: Any = None  # engine.schedule.ShareRunner, made at the first dialogue
         self._buckets: dict[str, Any] = {}
         self._progress: Any = None
+        self._relay_done = False  # an xdist worker hands its final progress line over
         self._gc_thresholds: tuple[int, ...] | None = None  # restored when the session ends
         self._escalation: Any = None  # --mtmcs-escalate=flips (engine.escalation.FlipEscalation)
         self.primary = PrimaryBaseline(
@@ -124,13 +125,20 @@ class DialogueRunner:
         if self._gc_thresholds is not None:
             gc.set_threshold(*self._gc_thresholds)
             self._gc_thresholds = None
-        if self._progress is not None:
-            # pytest leaves its progress line ("... [100%]") open: end it before ours.
-            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None and not self.settings.is_worker:
-                reporter.ensure_newline()
-            self._progress.finish()
         workeroutput = getattr(self.config, "workeroutput", None)
+        if self._progress is not None:
+            if workeroutput is not None:
+                # A worker's line would land inside the controller's progress line (they share
+                # the terminal): the controller prints it on a line of its own at the end.
+                if self._relay_done:
+                    workeroutput["mtmcs_done"] = self._progress.final_line()
+                self._progress.finished = True
+            else:
+                # pytest leaves its progress line ("... [100%]") open: end it before ours.
+                reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+                if reporter is not None:
+                    reporter.ensure_newline()
+                self._progress.finish()
         if workeroutput is not None:
             workeroutput["mtmcs"] = self.run_info()
 
@@ -155,12 +163,16 @@ class DialogueRunner:
         from pytest_mtmcs.harness.progress import Progress
 
         mode = self.settings.progress
+        shown = mode == "on" or (mode == "auto" and not self.settings.quiet)
+        # An xdist worker writes its running lines only when asked for (`on`): under `auto`
+        # they would break into the controller's progress line; its final line is relayed.
+        self._relay_done = shown
         return Progress(
             len(self._share_items()),
             self.settings.worker_id or "mtmcs",
             sys.__stderr__ or sys.stderr,
             min_interval_s=0.0 if mode == "on" else 5.0,
-            enabled=mode == "on" or (mode == "auto" and not self.settings.quiet),
+            enabled=mode == "on" or (shown and not self.settings.is_worker),
         )
 
     def build(self) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_mtmcs.errors import MtmcsError
+from pytest_mtmcs.harness.interrupts import USAGE_ERROR_KEY
 from pytest_mtmcs.records import Dialogue, DialogueResult
 
 if TYPE_CHECKING:
@@ -81,6 +82,15 @@ class SuiteCollector(pytest.File):
             )
         except DuplicateSuite:
             return  # said once, as a usage error, when collection ends (preflight)
+        except MtmcsError as exc:
+            # A suite that cannot be loaded (a missing folder, a bad line or key): pytest shows
+            # it as this collector's error; the run ends as a usage error before any model runs
+            # (exit 4, the gate line NOT RUN, summary.md replaced), also from an xdist worker.
+            self.config.stash[USAGE_ERROR_KEY] = str(exc)
+            workeroutput = getattr(self.config, "workeroutput", None)
+            if workeroutput is not None:
+                workeroutput["mtmcs_usage_error"] = str(exc)
+            raise
         buckets = Buckets.parse(store.bucket_spec(suite.name))
         fixtureinfo = None
         marks: dict[tuple[str, ...], Any] = {}

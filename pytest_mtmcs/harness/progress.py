@@ -142,10 +142,14 @@ class Progress:
         self.finished = True
         if not self.enabled:
             return
-        text = format_finish(
+        self._write(self.final_line(), final=True)
+
+    def final_line(self) -> str:
+        """The totals and elapsed time (`format_finish`), for `finish` or for another process
+        to print (an xdist worker's, printed by the controller)."""
+        return format_finish(
             self.label, self.done, self.total, self.turns, self.elapsed, self.in_flight
         )
-        self._write(text, final=True)
 
     def _write(self, text: str, *, final: bool) -> None:
         try:

@@ -91,7 +91,8 @@ class XdistHooks:
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         output = getattr(node, "workeroutput", {})
         out = dict(output.get("mtmcs") or {})
-        if output.get("mtmcs_usage_error"):
-            out["mtmcs_usage_error"] = output["mtmcs_usage_error"]
+        for key in ("mtmcs_usage_error", "mtmcs_done"):
+            if output.get(key):
+                out[key] = output[key]
         if out:
             self.controller.worker_finished(out)

@@ -255,6 +255,10 @@ def sends_images(judge: Any) -> bool:
 HARM_ONLY = frozenset({"guard", "safe-unsafe"})
 
 
+# How every output shows a metric of `unmeasured_metrics`: never a number.
+NOT_MEASURED = "not measured by this judge"
+
+
 def unmeasured_metrics(judge: Mapping[str, Any]) -> tuple[str, ...]:
     """The metrics a judge (its identity, as a dict) cannot measure: helpfulness and pair
     accuracy need the refusal axis, which a harm-only judge does not give."""

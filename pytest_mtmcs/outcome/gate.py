@@ -14,7 +14,7 @@ from pytest_mtmcs.analysis.metrics import bucket_tables, not_ok_dialogues
 from pytest_mtmcs.analysis.thresholds import evaluate_thresholds, thresholds_for
 from pytest_mtmcs.baseline.comparable import comparability, suite_change
 from pytest_mtmcs.errors import ConfigError
-from pytest_mtmcs.judges import unmeasured_metrics
+from pytest_mtmcs.judges import NOT_MEASURED, unmeasured_metrics
 from pytest_mtmcs.outcome.model import (
     BaselineComparison,
     EndOptions,
@@ -47,13 +47,24 @@ def aggregate_suite(
     table = tables[None]
     thresholds = thresholds_for(options.thresholds, options.threshold_origin, meta)
     checks = evaluate_thresholds(table, thresholds, buckets)
+    unmeasured = unmeasured_metrics(info.get("judge") or {})
     cells: list[GateCell] = []
     failures: list[str] = []
+    met = 0
     for c in checks:
-        if c.status == "no data":
+        if c.status == "no data" and c.metric not in unmeasured:
             continue
         cell_name = f"{c.bucket}:{c.metric}{c.threshold.op}{c.threshold.value:g}"
-        if c.status == "breach" and c.value is not None:
+        if c.metric in unmeasured:
+            # The judge cannot measure it (a harm-only judge and helpfulness): whatever number
+            # the table holds was not measured, so the threshold cannot pass.
+            text = (
+                f"{c.bucket} {c.metric}: threshold {c.threshold} cannot be checked: "
+                f"{c.metric} is {NOT_MEASURED} (from {c.threshold.origin})"
+            )
+            failures.append(text)
+            cells.append(GateCell(cell_name, "failed", text))
+        elif c.status == "breach" and c.value is not None:
             text = (
                 f"{c.bucket} {c.metric} {c.value:.3f} breaches threshold {c.threshold} "
                 f"(n={c.n}, from {c.threshold.origin})"
@@ -62,10 +73,11 @@ def aggregate_suite(
             ids = not_ok_dialogues(results, _unit_metric(c.metric), buckets, c.bucket)
             cells.append(GateCell(cell_name, "failed", text, tuple(ids)))
         else:
+            met += 1
             cells.append(
                 GateCell(cell_name, "passed", f"{c.metric} {c.value:.3f} meets {c.threshold}")
             )
-    checked = [f"{len(checks)} threshold checks met"] if checks and not failures else []
+    checked = [f"{met} threshold checks met"] if met and not failures else []
     judge_errors = sum(1 for r in results if r.verdict == "judge_error")
     if judge_errors > options.max_judge_errors:
         text = (
@@ -160,7 +172,7 @@ def aggregate_suite(
         inconclusive=inconclusive,
         checked=checked,
         notes=notes,
-        unmeasured=unmeasured_metrics(info.get("judge") or {}),
+        unmeasured=unmeasured,
         cells=cells,
     )
 

@@ -269,13 +269,28 @@ def _img(uri: str, alt: str, caption: str = "") -> str:
 
 
 def _bucket_section(s: SuiteOutcome) -> str:
-    from pytest_mtmcs.outcome.terminal import BUCKET_HEADER, CUT_HEADER, bucket_rows, cut_tables
+    from pytest_mtmcs.outcome.terminal import (
+        BUCKET_HEADER,
+        CUT_HEADER,
+        bucket_rows,
+        cut_tables,
+        measurement_notes,
+    )
 
     rows, base = bucket_rows(s)
     parts = [
         "<h3>Per bucket</h3>",
         _table(rows, [h.format(base=base) for h in BUCKET_HEADER], frozenset({1, 3, 4, 5, 7})),
     ]
+    # What the numbers leave out (errors, unparsed answers, unmeasured metrics) and the cells
+    # that are neither a pass nor a regression, as the terminal and summary.md say them.
+    notes = [*measurement_notes(s), *s.notes]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{_e(n.strip())}</li>" for n in notes) + "</ul>")
+    if s.inconclusive:
+        parts.append(
+            '<ul class="warn">' + "".join(f"<li>{_e(c)}</li>" for c in s.inconclusive) + "</ul>"
+        )
     for title, cut_rows in cut_tables(s):
         parts += [f"<h3>{_e(title.capitalize())}</h3>", _table(cut_rows, CUT_HEADER)]
     return "".join(parts)
@@ -471,7 +486,13 @@ def _suite_section(data: ReportData, s: SuiteOutcome) -> str:
     tables = [(data.current_name, s.table)] + [
         (cp, plot_table(rs, s.buckets)) for cp, rs in checkpoints_results[1:]
     ]
-    status = '<span class="fail">FAILED</span>' if s.failures else '<span class="ok">ok</span>'
+    status = (
+        '<span class="fail">FAILED</span>'
+        if s.failures
+        else '<span class="warn">inconclusive cells</span>'
+        if s.inconclusive
+        else '<span class="ok">ok</span>'
+    )
     parts = [f"<h2>{_e(s.suite)}: {len(s.results)} dialogues, {status}</h2>"]
     if s.failures:
         parts.append(

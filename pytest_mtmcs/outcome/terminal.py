@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mtmcs.analysis.buckets import ALL
 from pytest_mtmcs.analysis.metrics import METRICS
+from pytest_mtmcs.judges import NOT_MEASURED
 from pytest_mtmcs.outcome.headline import (
     LEGEND,
     compared_baselines,
@@ -111,8 +112,9 @@ CUT_HEADER = ["group", "bucket", *METRICS]
 
 def cut_tables(s: SuiteOutcome) -> list[tuple[str, list[list[str]]]]:
     """The per-setting and per-modality tables ("by setting", rows) of a suite, buckets in
-    order and `all` last, each cell `value (n)`; a table with no measured row is left out (the
-    terminal and report.html show the same)."""
+    order and `all` last, each cell `value (n)` (`-` for a metric the judge does not measure,
+    which the notes say); a table with no measured row is left out (the terminal and
+    report.html show the same)."""
     out = []
     for title, cut in (("by setting", s.by_setting), ("by modality", s.by_modality)):
         rows = []
@@ -127,7 +129,12 @@ def cut_tables(s: SuiteOutcome) -> list[tuple[str, list[list[str]]]]:
                 continue
             rows.append(
                 [group, bucket]
-                + [f"{_f(row[m].value, 2)} ({row[m].n})" if row[m].n else "-" for m in METRICS]
+                + [
+                    "-"
+                    if m in s.unmeasured or not row[m].n
+                    else f"{_f(row[m].value, 2)} ({row[m].n})"
+                    for m in METRICS
+                ]
             )
         if rows:
             out.append((title, rows))
@@ -173,7 +180,6 @@ def format_suite(s: SuiteOutcome, gate: str, shard: Shard | None = None) -> list
     return lines
 
 
-NOT_MEASURED = "not measured by this judge"
 # How many distinct judge-error reasons, and examples of each, the summary shows.
 MAX_REASONS = 3
 
