@@ -309,7 +309,12 @@ def test_truth_table_interrupted(tmp_path: Path, xdist: tuple[str, ...]) -> None
     run.wait_ready()
     run.proc.send_signal(signal.SIGINT)
     out = run.output()
-    assert run.proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert_interrupted_by_ctrl_c(run.proc.returncode, out, report, project)
+
+
+def assert_interrupted_by_ctrl_c(returncode: int, out: str, report: Path, project: Path) -> None:
+    """Exit 2, the gate line and summary.md's heading say the run was interrupted, no baseline."""
+    assert returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
     gate = [line for line in out.splitlines() if line.startswith("gate: ")]
     assert gate and gate[-1].startswith("gate: NOT RUN: interrupted (Ctrl-C)"), out[-3000:]
     heading = (report / "summary.md").read_text(encoding="utf-8").splitlines()[0]

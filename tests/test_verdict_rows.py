@@ -477,13 +477,9 @@ def test_row10_kill_int_stops_a_run_started_with_sigint_ignored_and_writes_no_ba
         out = run_.output()
     finally:
         run_.go.touch()
-    assert run_.proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
-    gate = [line for line in out.splitlines() if line.startswith("gate: ")]
-    assert gate and gate[-1].startswith("gate: NOT RUN: interrupted (Ctrl-C)"), out[-3000:]
-    heading = (report / "summary.md").read_text(encoding="utf-8").splitlines()[0]
-    assert heading.startswith(f"{NOT_RUN}: interrupted (Ctrl-C)"), heading
-    assert not (project / "baselines").exists()
-    no_traceback(out)
+    from tests.test_truth_table import assert_interrupted_by_ctrl_c
+
+    assert_interrupted_by_ctrl_c(run_.proc.returncode, out, report, project)
 
 
 RECORDING_CONFTEST = """
