@@ -112,6 +112,90 @@ def test_a_person_overturns_a_flagged_reply_and_the_next_run_applies_it(
     assert turns and turns.group(1).split(",")[target.turn - 1] == "off_target", entry
 
 
+# --- a merge of shards ------------------------------------------------------------------------
+
+
+def adjudication(sha: str, dialogue: str, turn: int, label: str) -> str:
+    return json.dumps(
+        {"id": f"adjudications/{turn}", "text": "t", "label": label, "suite": "mtmcs_mini",
+         "dialogue": dialogue, "turn": turn, "sha256": sha, "human": label, "reviewer": "tester"}
+    )  # fmt: skip
+
+
+def adjudication_lines(text: str) -> list[str]:
+    """The summary's lines about the adjudications file and the stale ones listed under them
+    (summary.md lists them as `- ...`)."""
+    return [
+        "  " + x[2:] if x.startswith("- ") else x
+        for x in text.splitlines()
+        if x.startswith(("adjudications", "  mtmcs_mini ", "- mtmcs_mini "))
+    ]
+
+
+def test_a_merge_of_shards_lists_the_adjudications_no_shard_matched_as_one_run_does(
+    pytester: pytest.Pytester,
+) -> None:
+    from pytest_mtmcs.outcome.shards import Shard, split_items
+    from pytest_mtmcs.suite import load_suite
+
+    shutil.copytree(REPO / "suites", pytester.path / "suites")
+    run = ("suites", "-p", "no:cacheprovider", "--mtmcs-no-cache",
+           "--mtmcs-model=scripted:comply-from=4")  # fmt: skip
+    plain = pytester.runpytest_subprocess(*run, "--mtmcs-report=plain")
+    assert plain.ret == 0, "\n".join(plain.outlines[-20:])
+    # Line 1: a reply of a dialogue shard 2/2 runs (only shard 2 matches it); line 2: a sha256
+    # that matches nothing, on a dialogue shard 1/2 runs.
+    suite = load_suite(pytester.path / "suites" / "mtmcs_mini")
+    second = set(split_items(suite.dialogues, Shard(2, 2))[1]["assigned"]["mtmcs_mini"])
+    rows = [json.loads(x) for x in (pytester.path / "plain" / "transcripts.jsonl").open()]
+    reply = next(r for r in rows if r["kind"] == "turn" and r["dialogue_id"] in second)
+    stale = next(d.id for d in suite.dialogues if d.id not in second)
+    adjudications = pytester.path / "baselines" / "adjudications.jsonl"
+    adjudications.parent.mkdir()
+    adjudications.write_text(
+        adjudication(reply["exchange_sha256"], reply["dialogue_id"], reply["user_turn"],
+                     reply["label"]) + "\n" + adjudication("f" * 64, stale, 3, "refusal") + "\n"
+    )  # fmt: skip
+
+    expected = [
+        "adjudications: 1 reply labelled by a person from baselines/adjudications.jsonl (2 lines)",
+        "adjudications that matched no reply of this run: 1 (the reply changed or its dialogue is "
+        "gone: review the new reply, or delete the line)",
+        f"  mtmcs_mini {stale} turn 3 (line 2, by tester)",
+    ]
+    single = pytester.runpytest_subprocess(*run, "--mtmcs-report=single")
+    assert single.ret == 0, "\n".join(single.outlines[-20:])
+    assert adjudication_lines("\n".join(single.outlines)) == expected
+    # Each shard says only what it can: the stale line of a dialogue it ran, nothing of the
+    # dialogues the other shard ran.
+    own = {1: ["adjudications: 0 replies" + expected[0][len("adjudications: 1 reply") :],
+               *expected[1:]],
+           2: expected[:1]}  # fmt: skip
+    for k, xdist in ((1, ()), (2, ("-n", "2"))):
+        shard = pytester.runpytest_subprocess(
+            *run, f"--mtmcs-shard={k}/2", f"--mtmcs-report=s{k}", *xdist
+        )
+        assert shard.ret == 0, "\n".join(shard.outlines[-20:])
+        assert adjudication_lines("\n".join(shard.outlines)) == own[k]
+
+    merged = cli(pytester.path, "merge", "s1", "s2", "--out", "merged")
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert adjudication_lines(merged.stdout) == expected, merged.stdout
+    summary = (pytester.path / "merged" / "summary.md").read_text()
+    assert adjudication_lines(summary) == expected
+    assert summary == (pytester.path / "single" / "summary.md").read_text()
+
+    # Where the file the shards read is not, the merge says so in one line instead of the list.
+    adjudications.unlink()
+    gone = cli(pytester.path, "merge", "s1", "s2")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert adjudication_lines(gone.stdout) == [
+        expected[0],
+        "adjudications that matched no reply: not checked: baselines/adjudications.jsonl is not "
+        "here (run the merge in a checkout of the commit the shards ran)",
+    ]
+
+
 # --- escalating the replies that decide a flip --------------------------------------------
 
 

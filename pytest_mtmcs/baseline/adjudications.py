@@ -319,3 +319,25 @@ def run_summary(
     if agree is not None:
         out["agreement"] = agree
     return out
+
+
+def summary_of_run(
+    entries: Sequence[Adjudication],
+    info: Mapping[str, Any],
+    results: Iterable[DialogueResult],
+    *,
+    partial: bool,
+    shown: str,
+) -> dict[str, Any]:
+    """`run_summary` of a run from its merged run info (`outcome.finish.merge_infos`: the keys
+    that matched, united over every process and every shard; the model; the judge): what one
+    run's controller and a merge of shards both say."""
+    return run_summary(
+        entries,
+        info.get("adjudications_matched") or (),
+        results,
+        partial=partial,
+        model=info.get("model"),
+        judge=info.get("judge"),
+        shown=shown,
+    )

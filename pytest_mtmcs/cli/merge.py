@@ -8,6 +8,8 @@ then hands the rows to the same `finish` a pytest session calls. The suite files
 the shards carry the suite metadata (hash, buckets, thresholds) the end of a run reads. Only the
 user turns of flipped dialogues in report.html come from the suite, when it is found at the path
 the shards recorded with the same content hash (else the merge says so and leaves them out).
+Likewise the adjudications file's lines that matched no reply of any shard are listed from the
+file found at the path the shards recorded (`_adjudications`).
 """
 
 from __future__ import annotations
@@ -306,6 +308,50 @@ def _suite_loader(suites: Mapping[str, Mapping[str, Any]], notes: list[str]) -> 
     return load
 
 
+def _adjudications(
+    run: Any, folders: Sequence[ShardFolder], results: Sequence[DialogueResult], partial: bool
+) -> None:
+    """What the merged summary says of the adjudications file, as one run over every shard's
+    dialogues would say it (`run.info["adjudications"]`): the file the shards read, found at the
+    path they recorded (relative to the current folder: run the merge in a checkout of the commit
+    the shards ran), and its lines that matched no reply of any shard. A file that cannot be read
+    here, or is not the one the shards read, is said in one line instead of the list."""
+    from pytest_mtmcs.baseline.adjudications import AdjudicationError, read, summary_of_run
+
+    run.info.pop("adjudications", None)
+    recorded = [f.doc.get("adjudications") or {} for f in folders]
+    first = next((r for r in recorded if r), None)
+    if first is None:
+        return  # the shards read no adjudications
+    shown = str(first.get("file") or "")
+    then = int(first.get("lines") or 0)
+    rerun = "run the merge in a checkout of the commit the shards ran"
+    why = ""
+    entries: list[Any] = []
+    if any(r != first for r in recorded):
+        seen = (
+            f"{f.path}: {r.get('file') or 'none'} ({r.get('lines', 0)} lines)"
+            for f, r in zip(folders, recorded, strict=True)
+        )
+        why = f"the shards read different adjudications files ({'; '.join(seen)})"
+    elif not Path(shown).is_file():
+        why = f"{shown} is not here ({rerun})"
+    else:
+        try:
+            entries = read(shown)
+        except AdjudicationError as exc:
+            why = str(exc)
+        else:
+            if len(entries) != then:
+                why = f"{shown} has {len(entries)} lines here, the shards read {then} ({rerun})"
+    if why:
+        run.info["adjudications"] = {"file": shown, "lines": then, "unchecked": why}
+    else:
+        run.info["adjudications"] = summary_of_run(
+            entries, run.info, results, partial=partial, shown=shown
+        )
+
+
 def _names(values: Sequence[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or ():
@@ -377,11 +423,13 @@ def merge_main(args: argparse.Namespace) -> int:
     # The shards' records have the shape of a process's run info: merged as a run merges its
     # xdist workers' (identity from the first, counters summed).
     run = merge_infos([f.doc for f in folders])
+    rows = [r for f in folders for r in f.results]
+    _adjudications(run, folders, rows, options.partial)
     transcripts = _transcripts_by_id(folders)
     notes: list[str] = []
     loader = _suite_loader(run.suites, notes)
     outcome = finish(
-        [r for f in folders for r in f.results],
+        rows,
         run.suites,
         BaselineSet(root, names),
         options,

@@ -197,8 +197,9 @@ class RunController:
     def _adjudications_info(self, run: Any) -> None:
         """What the summary says of the adjudications file (`run.info["adjudications"]`): its
         lines that matched no reply of this run (the keys that matched come from every process
-        that ran dialogues), and the judge's agreement with the team's labels."""
-        from pytest_mtmcs.baseline.adjudications import run_summary
+        that ran dialogues), and the judge's agreement with the team's labels. A shard says
+        nothing of the dialogues other shards ran (the merge lists the whole run's)."""
+        from pytest_mtmcs.baseline.adjudications import summary_of_run
         from pytest_mtmcs.errors import MtmcsError
 
         if not run.info:
@@ -209,19 +210,16 @@ class RunController:
             return  # the processes that ran dialogues stopped the run on it already
         if not entries:
             return
-        matched = {k for info in self._infos() for k in info.get("adjudications_matched") or ()}
         path = self.settings.adjudications_path
         try:
             shown = str(path.relative_to(self.settings.root))
         except ValueError:
             shown = str(path)
-        run.info["adjudications"] = run_summary(
+        run.info["adjudications"] = summary_of_run(
             entries,
-            matched,
+            run.info,
             self.results.values(),
-            partial=self.settings.partial,
-            model=run.info.get("model"),
-            judge=run.info.get("judge"),
+            partial=self.settings.partial or self.settings.shard is not None,
             shown=shown,
         )
 

@@ -62,7 +62,8 @@ class RunInfo:
 
 def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
     """One RunInfo from the `run_info()` of every process (or shard): suite metadata from the
-    first that has it, model and judge from the first that ran a dialogue, counters summed."""
+    first that has it, model and judge from the first that ran a dialogue, counters summed, the
+    keys of the adjudications applied united."""
     infos = list(infos)
     out = RunInfo(info={}, suites={})
     for i in infos:
@@ -91,6 +92,11 @@ def merge_infos(infos: Iterable[Mapping[str, Any]]) -> RunInfo:
             out.info["in_flight"] = in_flight
         if replicas:
             out.info["replicas"] = list(dict.fromkeys(replicas))
+        # The exchange keys of the adjudications applied: every process's (every shard's), for
+        # the lines of the file that matched no reply of the whole run (`run_summary`).
+        matched = [i["adjudications_matched"] for i in infos if "adjudications_matched" in i]
+        if matched:
+            out.info["adjudications_matched"] = sorted(set().union(*matched))
     return out
 
 
@@ -257,6 +263,15 @@ def shard_record(
     and the end-of-run options; everything `pytest-mtmcs merge` needs besides the rows."""
     info = run.info
     split = {k: v for k, v in (info.get("shard") or {}).items() if k not in ("k", "n")}
+    # The adjudications file (as the run named it) and the keys of its lines that matched a reply
+    # of this shard: the merge lists the lines that matched none of the whole run's.
+    adjudications: dict[str, Any] = {}
+    if info.get("adjudications"):
+        adj = info["adjudications"]
+        adjudications = {
+            "adjudications": {"file": adj.get("file"), "lines": adj.get("lines", 0)},
+            "adjudications_matched": list(info.get("adjudications_matched") or ()),
+        }
     return {
         "split": split,
         "model": info.get("model"),
@@ -267,6 +282,7 @@ def shard_record(
         "model_calls": run.model_calls,
         # A cascade judge's counts (judged / escalated / failed), summed again by the merge.
         "judge_counts": dict(info.get("judge_counts") or {}),
+        **adjudications,
         "options": options.recorded(),
         "baselines": list(baselines.names),
     }

@@ -2,7 +2,8 @@
 overturned), how many adjudications were applied, and which ones no longer match a reply.
 
 Plain data in (the run info: `judge_counts` summed over processes, `adjudications` from the
-controller), lines out; the terminal and summary.md each show them under the judge line.
+controller or a merge of shards), lines out; the terminal and summary.md each show them under the
+judge line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def review_lines(info: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"adjudications: {n} {'reply' if n == 1 else 'replies'} labelled by a person{where}"
         )
+    if adj.get("unchecked"):
+        # A merge of shards that cannot read the file the shards read.
+        lines.append(f"adjudications that matched no reply: not checked: {adj['unchecked']}")
     stale = adj.get("unmatched") or []
     if stale:
         lines.append(
