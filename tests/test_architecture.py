@@ -17,7 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_mtmcs"
 
 # Bottom to top. A module may import modules of its own layer or of a lower one.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("records", "errors", "defaults", "registry", "paths", "__init__", "__main__")),
+    (
+        "base",
+        ("records", "errors", "defaults", "registry", "paths", "jsonl", "__init__", "__main__"),
+    ),
     ("analysis", ("analysis",)),
     ("suite", ("suite",)),
     ("backends", ("backends",)),

@@ -204,7 +204,7 @@ def test_one_id_in_two_suites_with_different_replies_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json\n", "transcripts.jsonl:1: not JSON"),
+        ("{not json\n", "transcripts.jsonl:1: not valid JSON"),
         ('{"kind": "turn", "dialogue_id": "d"}\n', "transcripts.jsonl:1: field 'user_turn'"),
         (
             '\n{"kind": "turn", "dialogue_id": "d", "user_turn": 1, "text": 3}\n',

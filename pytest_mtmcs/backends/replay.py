@@ -11,7 +11,6 @@ the dialogue and turn (or question); it is never answered with something else.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from pytest_mtmcs.backends import BackendOptions, Generation
 from pytest_mtmcs.errors import BackendError, ConfigError
+from pytest_mtmcs.jsonl import objects
 from pytest_mtmcs.records import ChatRequest, Question
 
 _CONVERSATION_END = "</conversation>"
@@ -46,15 +46,7 @@ class ReplayBackend:
 
     def _load(self, text: str) -> None:
         where = f"--mtmcs-model={self.spec}: {self.path}"
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{where}:{n}: not JSON: {exc}") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{where}:{n}: expected a JSON object")
+        for n, row in objects(text.splitlines(), lambda n, why: ConfigError(f"{where}:{n}: {why}")):
             kind = row.get("kind")
             try:
                 if kind == "turn":

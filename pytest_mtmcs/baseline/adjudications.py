@@ -34,6 +34,7 @@ from typing import Any
 from pytest_mtmcs import defaults
 from pytest_mtmcs.engine.adjudicated import TOKENS, HumanLabel
 from pytest_mtmcs.errors import SuiteError
+from pytest_mtmcs.jsonl import objects
 from pytest_mtmcs.records import REPLY_LABELS, DialogueResult
 
 FILE_NAME = "adjudications.jsonl"
@@ -161,15 +162,7 @@ def read(path: str | os.PathLike[str]) -> list[Adjudication]:
         ) from None
     out: list[Adjudication] = []
     first: dict[str, Adjudication] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AdjudicationError(str(p), f"not valid JSON: {exc.msg}", line=n) from None
-        if not isinstance(rec, dict):
-            raise AdjudicationError(str(p), "expected a JSON object", line=n)
+    for n, rec in objects(text.splitlines(), lambda n, why: AdjudicationError(str(p), why, line=n)):
         a = _parse(p, n, rec)
         seen = first.get(a.sha256)
         if seen is not None and seen.human != a.human:

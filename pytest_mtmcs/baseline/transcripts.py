@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.jsonl import objects
 from pytest_mtmcs.records import DialogueResult
 
 SCHEMA = 1
@@ -136,15 +137,9 @@ def read_transcripts_with_header(
         raise ConfigError(f"{where}: not UTF-8 ({exc})") from None
     header: dict[str, Any] | None = None
     entries: Transcripts = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise ConfigError(f"{where}:{lineno}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{where}:{lineno}: expected a JSON object")
+    for lineno, obj in objects(
+        text.splitlines(), lambda n, why: ConfigError(f"{where}:{n}: {why}")
+    ):
         if header is None:
             version = obj.get("mtmcs_transcripts")
             if version != SCHEMA:

@@ -39,6 +39,7 @@ from pytest_mtmcs.baseline import adjudications as adj
 from pytest_mtmcs.engine.adjudicated import HumanLabel
 from pytest_mtmcs.engine.escalation import deciding_turns
 from pytest_mtmcs.errors import ConfigError
+from pytest_mtmcs.jsonl import objects
 from pytest_mtmcs.records import Dialogue, ReplyResult
 
 KEYS: dict[str, str] = {
@@ -130,13 +131,7 @@ def _read_report(folder: Path) -> Report:
     replies: dict[tuple[str, str], dict[int, ReplyResult]] = {}
     fields = set(ReplyResult.__dataclass_fields__)
     with open(transcripts, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{transcripts}:{n}: not valid JSON ({exc.msg})") from None
+        for _, rec in objects(fh, lambda n, why: ConfigError(f"{transcripts}:{n}: {why}")):
             if rec.get("kind") != "turn":
                 continue
             values = {k: v for k, v in rec.items() if k in fields}

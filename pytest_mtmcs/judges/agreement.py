@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 
 from pytest_mtmcs.analysis.stats import wilson_interval
 from pytest_mtmcs.errors import SuiteError
+from pytest_mtmcs.jsonl import objects
 from pytest_mtmcs.records import REPLY_LABELS
 
 # What a reply the judge could not label is recorded as: a column of its own, never a match.
@@ -482,15 +482,8 @@ def _history(path: Path, line: int, value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _jsonl(path: Path, text: str) -> Iterable[LabelledReply]:
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LabelledDataError(str(path), f"not valid JSON: {e.msg}", line=lineno) from None
-        if not isinstance(rec, dict):
-            raise LabelledDataError(str(path), "expected a JSON object", line=lineno)
+    error = lambda n, why: LabelledDataError(str(path), why, line=n)  # noqa: E731
+    for lineno, rec in objects(text.splitlines(), error):
         yield _row(path, lineno, rec)
 
 
