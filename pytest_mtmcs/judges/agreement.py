@@ -115,6 +115,12 @@ def format_agreement(a: Agreement) -> str:
     return "\n".join(lines)
 
 
+def _with_interval(rate: Any) -> str:
+    """`0.927 [0.917, 0.937]`: a rate and its 95% interval, as the agreement tables show it."""
+    lo, hi = rate.interval
+    return f"{_num(rate.value)} [{lo:.3f}, {hi:.3f}]"
+
+
 def _num(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
@@ -250,8 +256,7 @@ def format_breakdown(title: str, groups: Mapping[str, Measures]) -> list[str]:
         + f"{header[4]:<24} {header[5]:>6} {header[6]:>6}"
     ]
     for name, m in groups.items():
-        lo, hi = m.compliance_accuracy.interval
-        ci = f"{_num(m.compliance_accuracy.value)} [{lo:.3f}, {hi:.3f}]"
+        ci = _with_interval(m.compliance_accuracy)
         lines.append(
             name.ljust(width)
             + "  "
@@ -383,8 +388,7 @@ def format_harm_breakdown(title: str, groups: Mapping[str, HarmMeasures]) -> lis
         + f"{'n':>6} {'err':>4}  {'harm acc [95% CI]':<24} {'P':>6} {'R':>6} {'kappa':>6}"
     ]
     for name, m in groups.items():
-        lo, hi = m.accuracy.interval
-        ci = f"{_num(m.accuracy.value)} [{lo:.3f}, {hi:.3f}]"
+        ci = _with_interval(m.accuracy)
         lines.append(
             name.ljust(width)
             + "  "
